@@ -1,0 +1,23 @@
+# inferbench: benchmark Transformer inference across runtimes, precisions and batch sizes.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/onnx.smk"
+include: "workflow/rules/build.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),

@@ -1,0 +1,216 @@
+"""Merge result JSON files into one long table, a Markdown summary and plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferbench.io import atomic_path, atomic_write_text
+
+COLUMNS = [
+    "target", "model", "backend", "kind", "device", "precision", "batch_size", "seq_len",
+    "threads", "status", "reason", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms",
+    "p95_ms", "p95_ci_low_ms", "p95_ci_high_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
+    "max_ms", "cv", "iterations", "criteria_met", "noisy", "serial_throughput_per_s",
+    "device_p50_ms", "device_p95_ms", "load_s", "first_inference_s", "peak_rss_mib",
+    "peak_gpu_mib", "energy_j_per_1000", "parity_max_abs", "parity_agreement", "fusions",
+    "providers", "build_s", "cpu_model", "gpu", "git_revision",
+]
+
+
+def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _row(result: Mapping[str, Any]) -> dict[str, Any]:
+    e2e = (result.get("latency") or {}).get("end_to_end") or {}
+    device = (result.get("latency") or {}).get("device") or {}
+    parity = result.get("parity") or {}
+    fp = result.get("fingerprint") or {}
+    gpus = fp.get("gpus") or []
+    fusions = ((result.get("onnx") or {}).get("fusions")) or {}
+    return {
+        "target": result["target"], "model": result["model"], "backend": result["backend"],
+        "kind": result["kind"], "device": result["device"], "precision": result["precision"],
+        "batch_size": result["batch_size"], "seq_len": result["seq_len"],
+        "threads": result["threads"], "status": result["status"],
+        "reason": (result.get("reason") or "").splitlines()[0][:300] if result.get("reason")
+        else "",
+        "p50_ms": e2e.get("p50"), "p50_ci_low_ms": (e2e.get("p50_ci95") or [None, None])[0],
+        "p50_ci_high_ms": (e2e.get("p50_ci95") or [None, None])[1], "p90_ms": e2e.get("p90"),
+        "p95_ms": e2e.get("p95"), "p95_ci_low_ms": (e2e.get("p95_ci95") or [None, None])[0],
+        "p95_ci_high_ms": (e2e.get("p95_ci95") or [None, None])[1], "p99_ms": e2e.get("p99"),
+        "mean_ms": e2e.get("mean"), "std_ms": e2e.get("std"), "min_ms": e2e.get("min"),
+        "max_ms": e2e.get("max"), "cv": e2e.get("cv"), "iterations": e2e.get("count"),
+        "criteria_met": (result.get("stopping") or {}).get("criteria_met"),
+        "noisy": result.get("noisy"),
+        "serial_throughput_per_s": e2e.get("serial_throughput_per_s"),
+        "device_p50_ms": device.get("p50"), "device_p95_ms": device.get("p95"),
+        "load_s": (result.get("cold_start") or {}).get("load_s"),
+        "first_inference_s": (result.get("cold_start") or {}).get("first_inference_s"),
+        "peak_rss_mib": (result.get("memory") or {}).get("peak_rss_mib"),
+        "peak_gpu_mib": (result.get("memory") or {}).get("peak_gpu_mib"),
+        "energy_j_per_1000": (result.get("energy") or {}).get("joules_per_1000_inferences"),
+        "parity_max_abs": parity.get("max_abs"),
+        "parity_agreement": parity.get("label_agreement", parity.get("min_cosine")),
+        "fusions": ",".join(f"{k}={v}" for k, v in sorted(fusions.items())) or None,
+        "providers": ",".join((result.get("details") or {}).get("providers", [])) or None,
+        "build_s": (result.get("build") or {}).get("build_s"),
+        "cpu_model": fp.get("cpu_model"), "gpu": gpus[0]["name"] if gpus else None,
+        "git_revision": fp.get("git_revision"),
+    }
+
+
+def to_frame(results: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([_row(r) for r in results], columns=COLUMNS)
+    return frame.sort_values(["target", "model", "backend", "batch_size"], ignore_index=True)
+
+
+def add_speedup(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Speedup of p50 over the baseline backend at the same target and batch size."""
+    frame = frame.copy()
+    frame["speedup_vs_baseline"] = np.nan
+    if not baseline:
+        return frame
+    base = frame[(frame.backend == baseline) & (frame.status == "ok")]
+    base_p50 = base.set_index(["target", "model", "batch_size"])["p50_ms"]
+    keys = list(zip(frame.target, frame.model, frame.batch_size, strict=True))
+    reference = [base_p50.get(k, np.nan) for k in keys]
+    ok = frame.status == "ok"
+    frame.loc[ok, "speedup_vs_baseline"] = (np.asarray(reference, dtype=float)[ok.to_numpy()]
+                                            / frame.loc[ok, "p50_ms"].astype(float))
+    return frame
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    rows = []
+    for _, r in frame.iterrows():
+        flags = []
+        if r.noisy is True:
+            flags.append("noisy")
+        if r.criteria_met is False:
+            flags.append("cap hit")
+        status = r.status + (f" ({', '.join(flags)})" if flags else "")
+        if r.status not in ("ok",) and r.reason:
+            status += f": {r.reason}"
+        rows.append({
+            "target": r.target, "backend": r.backend, "device": r.device,
+            "precision": r.precision, "batch": int(r.batch_size), "status": status,
+            "p50 ms [95% CI]": (f"{_fmt(r.p50_ms)} [{_fmt(r.p50_ci_low_ms)}–"
+                                f"{_fmt(r.p50_ci_high_ms)}]") if r.status == "ok" or
+            pd.notna(r.p50_ms) else "–",
+            "p95 ms": _fmt(r.p95_ms), "p99 ms": _fmt(r.p99_ms),
+            "device p50 ms": _fmt(r.device_p50_ms, 3),
+            "seq/s (serial)": _fmt(r.serial_throughput_per_s, 1),
+            "speedup": (_fmt(r.speedup_vs_baseline) + "x")
+            if pd.notna(r.speedup_vs_baseline) else "–",
+            "cv": _fmt(r.cv, 3), "load s": _fmt(r.load_s), "first ms":
+            _fmt(r.first_inference_s * 1e3 if pd.notna(r.first_inference_s) else None, 1),
+            "peak RSS MiB": _fmt(r.peak_rss_mib, 0), "peak GPU MiB": _fmt(r.peak_gpu_mib, 0),
+            "J/1k inf": _fmt(r.energy_j_per_1000, 2),
+            "parity max|Δ|": _fmt(r.parity_max_abs, 4), "agree": _fmt(r.parity_agreement, 3),
+            "fusions": r.fusions or "–",
+        })
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
+    card = context.get("card") or {}
+    lines = ["# inferbench summary", ""]
+    if card.get("weights") == "random":
+        lines.append(
+            f"Model: the **architecture** of `{card.get('id')}` ({card.get('architecture')}, "
+            f"{card.get('parameters', 0) / 1e6:.1f} M parameters) with **seeded random "
+            f"weights** (seed {card.get('seed')}): no download was needed, and latency does "
+            "not depend on weight values. Accuracy figures would be meaningless and are not "
+            "reported.")
+    else:
+        lines.append(f"Model: `{card.get('id') or card.get('path')}` ({card.get('architecture')},"
+                     f" {card.get('parameters', 0) / 1e6:.1f} M parameters, pretrained weights).")
+    lines += [
+        "",
+        f"Sequence length {context.get('seq_len')}, intra-op threads {context.get('threads')} "
+        "for every runtime. Latency is end-to-end per batch (host inputs in, host outputs out, "
+        "device synchronised); `device p50` is CUDA-event time on GPU rows. "
+        "`seq/s (serial)` is batch / mean latency with one request in flight. "
+        f"Speedup is p50 relative to `{context.get('baseline')}` on the same target and batch. "
+        "Confidence intervals are 95% bootstrap intervals of the percentile.",
+        "",
+    ]
+    targets = []
+    for target, group in frame.groupby("target"):
+        cpu = group.cpu_model.dropna().unique()
+        gpu = group.gpu.dropna().unique()
+        targets.append(f"- target `{target}`: CPU {', '.join(cpu) or 'n/a'}"
+                       + (f"; GPU {', '.join(gpu)}" if len(gpu) else ""))
+    counts = frame.status.value_counts().to_dict()
+    lines += ["Machines:", *targets, "",
+              "Rows: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]
+    return "\n".join(lines)
+
+
+def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    ok = frame[frame.status == "ok"]
+    targets = sorted(frame.target.unique()) or ["local"]
+    specs = [("latency_vs_batch.png", "p50_ms", "p50 latency per batch (ms)", True),
+             ("throughput_vs_batch.png", "serial_throughput_per_s",
+              "serial throughput (sequences/s)", False)]
+    for filename, column, ylabel, errorbars in specs:
+        fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6),
+                                 squeeze=False, sharey=False)
+        for ax, target in zip(axes[0], targets, strict=True):
+            sub = ok[ok.target == target]
+            for backend, group in sub.groupby("backend"):
+                group = group.sort_values("batch_size")
+                if errorbars:
+                    low = group[column] - group.p50_ci_low_ms
+                    high = group.p50_ci_high_ms - group[column]
+                    ax.errorbar(group.batch_size, group[column], yerr=[low, high], marker="o",
+                                capsize=3, label=backend)
+                    ax.plot(group.batch_size, group.p95_ms, linestyle=":", alpha=0.5,
+                            color=ax.lines[-1].get_color())
+                else:
+                    ax.plot(group.batch_size, group[column], marker="o", label=backend)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            batches = sorted(frame.batch_size.unique())
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.set_xlabel("batch size")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"target {target}" + (" (dotted: p95)" if errorbars else ""))
+            ax.grid(True, which="both", alpha=0.3)
+            if sub.size:
+                ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        with atomic_path(plots_dir / filename) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+
+
+def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Path,
+              table_path: Path, plots_dir: Path) -> pd.DataFrame:
+    frame = add_speedup(to_frame(load_results(result_paths)), context.get("baseline"))
+    with atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    atomic_write_text(table_path, header(context, frame) + "\n" + markdown_table(frame) + "\n")
+    plot(frame, plots_dir)
+    return frame

@@ -1,0 +1,1 @@
+"""Backend modules; see base.Backend for the contract."""

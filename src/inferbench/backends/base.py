@@ -1,0 +1,152 @@
+"""The contract every backend module implements.
+
+A backend is one module under ``inferbench.backends`` with one ``Backend``
+subclass decorated by ``@register``. Modules import their runtime (torch,
+onnxruntime, tensorrt) inside methods, never at module level, so that the
+Snakefile can list backends and validate options without loading a runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from inferbench.config import BackendSpec, ConfigError
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Availability:
+        return cls(True)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Files a backend loads, made by upstream rules."""
+
+    model_dir: Path
+    card: Mapping[str, Any]
+    onnx: Path | None = None
+    build: Path | None = None  # folder of a backend-specific build (engine, package, cache)
+    build_manifest: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For backends without options."""
+
+
+class Backend(ABC):
+    """Load a model artifact and run it on prepared inputs.
+
+    The harness calls, in order: ``availability``, ``load``, ``prepare_inputs``
+    (host arrays to whatever ``run`` takes; on a GPU this is the host-to-device
+    copy), ``run``, ``to_host`` and ``synchronize``.
+    """
+
+    kind: ClassVar[str]
+    devices: ClassVar[frozenset[str]] = frozenset({"cpu"})
+    precisions: ClassVar[frozenset[str]] = frozenset({"fp32"})
+    Options: ClassVar[type] = NoOptions
+    # Name of the artifact this backend needs beside the model directory:
+    # "onnx" (an ONNX variant, see onnx_variant) or "build" (its own build rule).
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, spec: BackendSpec, threads: int) -> None:
+        self.spec = spec
+        self.threads = threads
+        self.options = self.parse_options(spec)
+
+    # -- configuration (no runtime imported) ---------------------------------
+    @classmethod
+    def parse_options(cls, spec: BackendSpec) -> Any:
+        allowed = [f.name for f in dataclasses.fields(cls.Options)]
+        unknown = sorted(set(spec.options) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for backend kind {cls.kind!r}; "
+                f"allowed options: {', '.join(allowed) or 'none'}"
+            )
+        try:
+            return cls.Options(**spec.options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"options of backend kind {cls.kind!r}: {exc}") from None
+
+    @classmethod
+    def check_spec(cls, spec: BackendSpec) -> None:
+        if spec.device not in cls.devices:
+            raise ConfigError(
+                f"device {spec.device!r} is not supported by {cls.kind!r}; "
+                f"allowed: {', '.join(sorted(cls.devices))}"
+            )
+        if spec.precision not in cls.precisions:
+            raise ConfigError(
+                f"precision {spec.precision!r} is not supported by {cls.kind!r}; "
+                f"allowed: {', '.join(sorted(cls.precisions))}"
+            )
+        cls.parse_options(spec)
+
+    @classmethod
+    def onnx_variant(cls, spec: BackendSpec) -> str | None:
+        """Which ONNX file this backend reads (see inferbench.onnx_tools.VARIANTS)."""
+        return None
+
+    # -- runtime ---------------------------------------------------------------
+    def availability(self) -> Availability:
+        return Availability.yes()
+
+    @abstractmethod
+    def load(self, artifacts: Artifacts) -> None: ...
+
+    @abstractmethod
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any: ...
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Any: ...
+
+    @abstractmethod
+    def to_host(self, outputs: Any) -> np.ndarray: ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU."""
+
+    def device_timer(self) -> DeviceTimer | None:
+        """Timer of device work on the stream ``run`` uses; None on the CPU."""
+        return None
+
+    def details(self) -> dict[str, Any]:
+        """Facts about the loaded backend recorded in the result (providers, fusions)."""
+        return {}
+
+    def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
+              ) -> dict[str, Any]:
+        """Build this backend's engine into ``out_dir``; returns a manifest."""
+        raise NotImplementedError(f"{self.kind} has no build step")
+
+
+class DeviceTimer(ABC):
+    """Device-side elapsed time of one ``run`` (CUDA events on its stream)."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def elapsed_ms(self) -> float:
+        """Elapsed device time between start and stop; waits for stop."""

@@ -1,0 +1,198 @@
+"""ONNX Runtime with the CPU or CUDA execution provider.
+
+The session is refused when ONNX Runtime would run it on another provider than the
+one requested (it falls back silently otherwise). On CUDA, inputs and outputs live
+in device buffers bound once (IO binding), and ONNX Runtime launches on torch's
+current stream so CUDA events time its kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
+from inferbench.backends.registry import register
+from inferbench.config import BackendSpec, ConfigError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    graph: str = "plain"
+    graph_optimization_level: str = "all"
+    io_binding: bool = True
+    cuda_graph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.graph not in ("plain", "fused"):
+            raise ValueError(f"graph must be 'plain' (exported) or 'fused' (transformer "
+                             f"optimizer), not {self.graph!r}")
+        if self.graph_optimization_level not in OPT_LEVELS:
+            raise ValueError(f"graph_optimization_level must be one of {OPT_LEVELS}")
+
+
+def check_session_provider(session: Any, requested: str) -> None:
+    """Fail unless the created session's first provider is the requested one."""
+    actual = session.get_providers()
+    if not actual or actual[0] != requested:
+        raise RuntimeError(f"ONNX Runtime created the session on {actual} instead of "
+                           f"{requested}: refusing a silent fallback")
+
+
+def session_options(threads: int, level: str) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    return options
+
+
+@register
+class OnnxRuntime(Backend):
+    kind = "ort"
+    devices = frozenset({"cpu", "cuda"})
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    Options = OrtOptions
+    needs = frozenset({"onnx"})
+    memory_owner = "nvml"
+
+    @classmethod
+    def check_spec(cls, spec: BackendSpec) -> None:
+        super().check_spec(spec)
+        options = cls.parse_options(spec)
+        if spec.precision == "fp16" and (spec.device != "cuda" or options.graph != "fused"):
+            raise ConfigError("precision 'fp16' needs device 'cuda' and graph 'fused' "
+                              "(the FP16 graph comes from the transformer optimizer)")
+        if spec.precision == "int8" and spec.device != "cpu":
+            raise ConfigError("precision 'int8' (dynamic quantization) runs on device 'cpu'")
+        if options.cuda_graph and spec.device != "cuda":
+            raise ConfigError("cuda_graph needs device 'cuda'")
+
+    @classmethod
+    def onnx_variant(cls, spec: BackendSpec) -> str:
+        graph = cls.parse_options(spec).graph
+        return {"fp32": graph, "int8": f"{graph}-int8", "fp16": f"{graph}-fp16"}[spec.precision]
+
+    @property
+    def provider(self) -> str:
+        return PROVIDERS[self.spec.device]
+
+    def availability(self) -> Availability:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return Availability.no("onnxruntime is not installed")
+        if self.spec.device == "cuda":
+            from inferbench.gpu import cuda_unavailable_reason
+
+            reason = cuda_unavailable_reason()
+            if reason:
+                return Availability.no(reason)
+        if self.provider not in ort.get_available_providers():
+            return Availability.no(
+                f"onnxruntime {ort.__version__} has no {self.provider} "
+                f"(available: {', '.join(ort.get_available_providers())}); "
+                "install onnxruntime-gpu for CUDA")
+        return Availability.yes()
+
+    def _provider_options(self) -> dict[str, str]:
+        if self.spec.device != "cuda":
+            return {}
+        import torch
+
+        self.torch = torch
+        self.stream = torch.cuda.current_stream()
+        options = {"device_id": "0", "user_compute_stream": str(self.stream.cuda_stream)}
+        if self.options.cuda_graph:
+            options["enable_cuda_graph"] = "1"
+        return options
+
+    def load(self, artifacts: Artifacts) -> None:
+        import onnxruntime as ort
+
+        assert artifacts.onnx is not None
+        options = session_options(self.threads, self.options.graph_optimization_level)
+        if self.spec.device != "cpu":
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        self.session = ort.InferenceSession(
+            str(artifacts.onnx), options,
+            providers=[(self.provider, self._provider_options())])
+        check_session_provider(self.session, self.provider)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.binding: Any = None
+
+    def _bind(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Allocate device buffers once; CUDA graph replay needs fixed addresses."""
+        torch = self.torch
+        self.device_inputs = {n: torch.from_numpy(inputs[n]).to("cuda") for n in self.input_names}
+        batch = next(iter(inputs.values())).shape[0]
+        out_meta = self.session.get_outputs()[0]
+        width = self._output_width(inputs, batch, out_meta)
+        self.device_output = torch.empty((batch, width), dtype=torch.float32, device="cuda")
+        binding = self.session.io_binding()
+        for name, tensor in self.device_inputs.items():
+            binding.bind_input(name, "cuda", 0, np.int64, tuple(tensor.shape), tensor.data_ptr())
+        binding.bind_output("output", "cuda", 0, np.float32, tuple(self.device_output.shape),
+                            self.device_output.data_ptr())
+        self.binding = binding
+
+    def _output_width(self, inputs: Mapping[str, np.ndarray], batch: int, meta: Any) -> int:
+        width = meta.shape[-1]
+        if isinstance(width, int):
+            return width
+        # Symbolic width: one CPU-side run of the bound session tells it.
+        feed = {n: inputs[n] for n in self.input_names}
+        return int(self.session.run(["output"], feed)[0].shape[-1])
+
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        if self.spec.device == "cpu" or not self.options.io_binding:
+            return {name: inputs[name] for name in self.input_names}
+        if self.binding is None:
+            self._bind(inputs)
+        for name, tensor in self.device_inputs.items():
+            tensor.copy_(self.torch.from_numpy(inputs[name]), non_blocking=False)
+        return self.binding
+
+    def run(self, prepared: Any) -> Any:
+        if isinstance(prepared, dict):
+            return self.session.run(["output"], prepared)[0]
+        self.session.run_with_iobinding(prepared)
+        return self.device_output
+
+    def to_host(self, outputs: Any) -> np.ndarray:
+        if isinstance(outputs, np.ndarray):
+            return outputs
+        return outputs.cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.spec.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def device_timer(self) -> DeviceTimer | None:
+        if self.spec.device != "cuda":
+            return None
+        from inferbench.gpu import CudaEventTimer
+
+        return CudaEventTimer(self.stream)
+
+    def details(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"providers": self.session.get_providers(), "onnxruntime": ort.__version__,
+                "graph": self.options.graph, "io_binding": self.options.io_binding,
+                "cuda_graph": self.options.cuda_graph,
+                "graph_optimization_level": self.options.graph_optimization_level}

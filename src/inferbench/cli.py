@@ -1,0 +1,235 @@
+"""Command-line entry points the Snakemake rules call (``python -m inferbench ...``).
+
+Heavy imports (torch, onnxruntime) happen inside the sub-commands, after thread
+settings are in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from inferbench.bench import set_thread_env
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> None:
+    from inferbench.prepare import prepare_model
+
+    prepare_model(json.loads(args.model), Path(args.out_dir), Path(args.card))
+
+
+def cmd_inputs(args: argparse.Namespace) -> None:
+    from inferbench.prepare import build_inputs, read_json
+
+    build_inputs(Path(args.model_dir), read_json(Path(args.card)), args.seq_len, args.batch,
+                 _path_or_none(args.sentences), args.seed, Path(args.out))
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    set_thread_env(args.threads)
+    from inferbench.prepare import compute_reference, read_json
+
+    compute_reference(Path(args.model_dir), read_json(Path(args.card)), Path(args.inputs),
+                      Path(args.out), args.threads)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from inferbench.onnx_tools import export_onnx
+    from inferbench.prepare import load_inputs, read_json
+
+    with np.load(args.reference) as ref:
+        reference = ref["output"]
+    export = json.loads(args.export)
+    export_onnx(Path(args.model_dir), read_json(Path(args.card)), Path(args.out),
+                opset=export["opset"], attn_implementation=export["attn_implementation"],
+                exporter=export["exporter"], check_inputs=load_inputs(Path(args.inputs)),
+                check_reference=reference)
+
+
+def cmd_optimize(args: argparse.Namespace) -> None:
+    from inferbench.onnx_tools import optimize_onnx
+    from inferbench.prepare import read_json
+
+    optimize_onnx(Path(args.input), Path(args.out), read_json(Path(args.card)), args.opt_level,
+                  float16=args.fp16)
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from inferbench.onnx_tools import quantize_onnx
+
+    quantize_onnx(Path(args.input), Path(args.out))
+
+
+def _job_args(args: argparse.Namespace) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("func",) and v is not None]
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Run the job in a worker process and record a row even if the worker dies.
+
+    The parent blocks in waitpid (no busy-waiting on a core the benchmark needs).
+    """
+    from inferbench.bench import base_result
+    from inferbench.io import atomic_write_json
+
+    out = Path(args.out)
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "inferbench", "bench-worker", *_job_args(args)]
+    completed = subprocess.run(command, check=False)
+    if completed.returncode == 0 and out.is_file():
+        return
+    if completed.returncode in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
+        # Interrupted by the user or the scheduler: leave no row; the job reruns.
+        raise SystemExit(completed.returncode)
+    how = (f"signal {signal.Signals(-completed.returncode).name}" if completed.returncode < 0
+           else f"exit code {completed.returncode}")
+    result = base_result(json.loads(args.settings), args.batch, args.model, args.target)
+    result.update(status="error", reason=f"benchmark worker died ({how}); "
+                  "out of memory or a crash in the runtime")
+    atomic_write_json(out, result)
+
+
+def cmd_bench_worker(args: argparse.Namespace) -> None:
+    settings = json.loads(args.settings)
+    set_thread_env(int(settings["threads"]))
+    from inferbench.bench import JobPaths, run_job
+
+    paths = JobPaths(model_dir=Path(args.model_dir), card=Path(args.card),
+                     inputs=Path(args.inputs), reference=Path(args.reference),
+                     onnx=_path_or_none(args.onnx), build_manifest=_path_or_none(args.build))
+    run_job(settings, args.batch, paths, args.model, args.target, Path(args.out))
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    settings = json.loads(args.settings)
+    set_thread_env(int(settings["threads"]))
+    from inferbench.build import build_engine
+
+    build_engine(settings, json.loads(args.batch_sizes), Path(args.model_dir), Path(args.card),
+                 _path_or_none(args.onnx), Path(args.out))
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from inferbench.aggregate import aggregate
+
+    from inferbench.prepare import read_json
+
+    context = {**json.loads(args.context), "card": read_json(Path(args.card))}
+    aggregate([Path(p) for p in args.results], context, Path(args.csv), Path(args.table),
+              Path(args.plots_dir))
+
+
+def cmd_backends(_: argparse.Namespace) -> None:
+    from inferbench.backends import registry
+
+    for kind in sorted(registry.kinds()):
+        cls = registry.get(kind)
+        print(f"{kind:22s} devices={','.join(sorted(cls.devices)):9s} "
+              f"precisions={','.join(sorted(cls.precisions))}")
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from inferbench.config import ConfigError, load_config
+
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"{args.config}: valid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferbench", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+
+    p = sub.add_parser("prepare-model", help="save_pretrained directory + card")
+    p.add_argument("--model", required=True, help="model config as JSON")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--card", required=True)
+    p.set_defaults(func=cmd_prepare_model)
+
+    p = sub.add_parser("inputs", help="deterministic inputs for one batch size")
+    for name in ("model-dir", "card", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sentences")
+    p.set_defaults(func=cmd_inputs)
+
+    p = sub.add_parser("reference", help="FP32 eager reference output")
+    for name in ("model-dir", "card", "inputs", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("export", help="ONNX export, checked against the reference")
+    for name in ("model-dir", "card", "inputs", "reference", "out", "export"):
+        p.add_argument(f"--{name}", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("optimize", help="ONNX Runtime transformer optimizer")
+    for name in ("input", "out", "card"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--opt-level", type=int, default=1)
+    p.add_argument("--fp16", action="store_true")
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("quantize", help="ONNX Runtime dynamic INT8 quantization")
+    p.add_argument("--input", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_quantize)
+
+    for name, func in (("bench", cmd_bench), ("bench-worker", cmd_bench_worker)):
+        p = sub.add_parser(name, help="one benchmark job" if name == "bench" else argparse.SUPPRESS)
+        for arg in ("settings", "model-dir", "card", "inputs", "reference", "out", "model",
+                    "target"):
+            p.add_argument(f"--{arg}", required=True)
+        p.add_argument("--batch", type=int, required=True)
+        p.add_argument("--onnx")
+        p.add_argument("--build")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("build", help="backend engine build (TensorRT, AOTInductor, ...)")
+    for arg in ("settings", "batch-sizes", "model-dir", "card", "out"):
+        p.add_argument(f"--{arg}", required=True)
+    p.add_argument("--onnx")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("aggregate", help="summary table, CSV and plots")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--context", required=True, help="JSON: config facts")
+    p.add_argument("--card", required=True, help="model card JSON")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--plots-dir", required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("backends", help="list backend kinds")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

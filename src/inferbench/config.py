@@ -1,0 +1,261 @@
+"""Load, default and validate the workflow config.
+
+The JSON schema (workflow/schemas/config.schema.yaml) checks types and keys; this
+module adds what a schema cannot say (duplicate backend names, the stopping rule's
+bounds, each backend's own options, the model's maximum sequence length) and
+derives the per-job settings that the rules pass as params. Nothing here imports
+torch or onnxruntime: the Snakefile imports it at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from inferbench.naming import safe_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+ARCHITECTURES_DIR = Path(__file__).resolve().parent / "architectures"
+
+DEFAULT_PARITY: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs": 1e-3, "min_agreement": 1.0},
+    "fp16": {"max_abs": 5e-2, "min_agreement": 0.95},
+    "bf16": {"max_abs": 1e-1, "min_agreement": 0.9},
+    "int8": {"max_abs": 2e-1, "min_agreement": 0.9},
+}
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One entry of `backends:` after defaults."""
+
+    name: str
+    kind: str
+    device: str
+    precision: str
+    options: Mapping[str, Any]
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> BackendSpec:
+        return cls(
+            name=entry["name"],
+            kind=entry["kind"],
+            device=entry.get("device", "cpu"),
+            precision=entry.get("precision", "fp32"),
+            options=dict(entry.get("options") or {}),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "device": self.device,
+            "precision": self.precision,
+            "options": dict(self.options),
+        }
+
+
+def load_schema() -> dict[str, Any]:
+    with SCHEMA_PATH.open() as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts: list[str] = []
+    for item in error.absolute_path:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unexpected = sorted(set(error.instance) - set(allowed))
+        where = key if key != "<top level>" else "the top level"
+        return (
+            f"unknown config key(s) {unexpected} in {where}; "
+            f"allowed keys: {', '.join(allowed)}"
+        )
+    if error.validator == "enum":
+        return f"config key '{key}': {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}"
+    return f"config key '{key}': {error.message}"
+
+
+def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
+    """Set schema defaults on objects and array items, recursively."""
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                _fill_defaults(instance[key], sub)
+        for sub in schema.get("patternProperties", {}).values():
+            for value in instance.values():
+                _fill_defaults(value, sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in instance.items():
+                if key not in schema.get("properties", {}):
+                    _fill_defaults(value, extra)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            _fill_defaults(item, schema["items"])
+
+
+def builtin_architecture(model_id: str) -> dict[str, Any] | None:
+    """Config of a model id whose architecture ships with inferbench, if any."""
+    path = ARCHITECTURES_DIR / f"{model_id.split('/')[-1]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def _model_max_positions(model: Mapping[str, Any]) -> int | None:
+    """max_position_embeddings when knowable without a download."""
+    cfg: Mapping[str, Any] | None = None
+    if model["source"] == "architecture":
+        cfg = model.get("architecture") or builtin_architecture(model.get("id", ""))
+        base = builtin_architecture(model.get("id", "")) or {}
+        if model.get("architecture"):
+            cfg = {**base, **model["architecture"]}
+    elif model["source"] == "local" and model.get("path"):
+        config_json = Path(model["path"]) / "config.json"
+        if config_json.is_file():
+            cfg = json.loads(config_json.read_text())
+    if not cfg:
+        return None
+    value = cfg.get("max_position_embeddings")
+    return int(value) if isinstance(value, int) else None
+
+
+def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a defaulted copy of ``raw`` or raise ConfigError naming the bad key."""
+    config = copy.deepcopy(dict(raw))
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("; ".join(_describe(e) for e in errors))
+    _fill_defaults(config, schema)
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    from inferbench.backends import registry  # light: backends import runtimes lazily
+
+    model = config["model"]
+    source = model["source"]
+    if source in ("hub", "architecture") and not model.get("id"):
+        raise ConfigError(f"config key 'model.id' is required when model.source is {source!r}")
+    if source == "architecture" and not model.get("architecture"):
+        if builtin_architecture(model["id"]) is None:
+            known = sorted(p.stem for p in ARCHITECTURES_DIR.glob("*.json"))
+            raise ConfigError(
+                f"config key 'model.architecture' is required: no built-in architecture for "
+                f"{model['id']!r} (built in: {', '.join(known)})"
+            )
+    if source == "local" and not model.get("path"):
+        raise ConfigError("config key 'model.path' is required when model.source is 'local'")
+    model.setdefault("name", safe_name(model.get("id") or Path(model.get("path", "model")).name))
+
+    max_positions = _model_max_positions(model)
+    if max_positions is not None and config["seq_len"] > max_positions:
+        raise ConfigError(
+            f"config key 'seq_len': {config['seq_len']} exceeds the model's maximum "
+            f"(max_position_embeddings = {max_positions}); allowed: 1..{max_positions}"
+        )
+
+    policy = config["measurement"]
+    if policy["min_duration_s"] > policy["max_duration_s"]:
+        raise ConfigError(
+            f"config key 'measurement.min_duration_s' ({policy['min_duration_s']}) is above "
+            f"'measurement.max_duration_s' ({policy['max_duration_s']}); it must be at most the cap"
+        )
+
+    seen: set[str] = set()
+    kinds = registry.kinds()
+    for index, entry in enumerate(config["backends"]):
+        name = entry["name"]
+        if name in seen:
+            raise ConfigError(f"config key 'backends[{index}].name': duplicate backend {name!r}")
+        seen.add(name)
+        if entry["kind"] not in kinds:
+            raise ConfigError(
+                f"config key 'backends[{index}].kind': unknown backend {entry['kind']!r}; "
+                f"allowed: {', '.join(sorted(kinds))}"
+            )
+        spec = BackendSpec.from_entry(entry)
+        try:
+            registry.get(spec.kind).check_spec(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"config key 'backends[{index}]' ({name}): {exc}") from None
+
+    parity = {**DEFAULT_PARITY}
+    for precision, tolerances in (config.get("parity") or {}).items():
+        parity[precision] = {**DEFAULT_PARITY.get(precision, {}), **tolerances}
+    config["parity"] = parity
+    baseline = config.get("report", {}).get("baseline")
+    config.setdefault("report", {})["baseline"] = baseline if baseline in seen else None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    with Path(path).open() as fh:
+        return validate_config(yaml.safe_load(fh) or {})
+
+
+def backend_specs(config: Mapping[str, Any]) -> Iterator[BackendSpec]:
+    for entry in config["backends"]:
+        yield BackendSpec.from_entry(entry)
+
+
+def backend_spec(config: Mapping[str, Any], name: str) -> BackendSpec:
+    for spec in backend_specs(config):
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+
+
+def job_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    """Everything that defines one backend's benchmark jobs, and nothing else.
+
+    The bench rule passes this as a param: editing one backend's entry (or the
+    shared measurement policy) reruns exactly the jobs whose settings changed.
+    """
+    spec = backend_spec(config, backend)
+    return {
+        "backend": spec.as_dict(),
+        "threads": config["threads"],
+        "seq_len": config["seq_len"],
+        "task": config["model"]["task"],
+        "measurement": dict(config["measurement"]),
+        "parity": dict(config["parity"].get(spec.precision, {})),
+    }

@@ -1,0 +1,106 @@
+"""Where a number was measured: machine, software and settings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from typing import Any
+
+from inferbench.config import REPO_ROOT
+
+PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "onnx", "numpy",
+            "tensorrt", "snakemake")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("INFERBENCH_GIT_REVISION", "unknown")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    gpus = []
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            gpus.append({
+                "index": index,
+                "name": pynvml.nvmlDeviceGetName(handle),
+                "memory_total_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20,
+                "driver": driver,
+            })
+    finally:
+        pynvml.nvmlShutdown()
+    return gpus
+
+
+def fingerprint(threads: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Environment facts recorded in every result."""
+    import psutil
+
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "cpu_count_logical": psutil.cpu_count(logical=True),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "threads": {"intra_op": threads, "inter_op": 1,
+                    **{k: os.environ.get(k) for k in THREAD_ENV}},
+        "gpus": gpu_info(),
+        "git_revision": git_revision(),
+    }
+    if "torch" in info["packages"]:
+        import torch
+
+        info["torch_quantized_engine"] = torch.backends.quantized.engine
+        info["torch_num_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = {
+                "torch_cuda": torch.version.cuda,
+                "device": torch.cuda.get_device_name(),
+                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            }
+    info.update(extra or {})
+    return info

@@ -1,0 +1,30 @@
+rule aggregate:
+    input:
+        results=bench_results() + foreign_results(),
+        card=rules.prepare_model.output.card,
+    output:
+        csv=f"{RESULTS}/summary.csv",
+        table=report(
+            f"{RESULTS}/summary_table.md",
+            caption="../report/summary_table.rst",
+            category="Summary",
+        ),
+        latency=report(
+            f"{RESULTS}/plots/latency_vs_batch.png",
+            caption="../report/latency_vs_batch.rst",
+            category="Plots",
+        ),
+        throughput=report(
+            f"{RESULTS}/plots/throughput_vs_batch.png",
+            caption="../report/throughput_vs_batch.rst",
+            category="Plots",
+        ),
+    params:
+        context=aggregate_context(),
+        plots_dir=lambda wildcards, output: os.path.dirname(output.latency),
+    log:
+        "logs/aggregate/aggregate.log",
+    shell:
+        "python -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
+        " --context {params.context:q} --csv {output.csv:q} --table {output.table:q}"
+        " --plots-dir {params.plots_dir:q} > {log:q} 2>&1"

@@ -1,0 +1,32 @@
+# Engine builds (TensorRT engines, ONNX Runtime TensorRT EP caches, AOTInductor
+# packages) run per target: an engine is only valid on the machine it was built for.
+rule build_engine:
+    input:
+        unpack(
+            lambda wc: {
+                "card": rules.prepare_model.output.card,
+                "code": backend_code(wc),
+                **(
+                    {"onnx": onnx_path(onnx_variant(wc.backend))}
+                    if onnx_variant(wc.backend)
+                    else {}
+                ),
+            }
+        ),
+    output:
+        manifest=f"{RESULTS}/engines/{{target}}/{{model}}/{{backend}}/build.json",
+    params:
+        settings=job_settings,
+        batch_sizes=json.dumps(sorted(BATCHES)),
+        model_dir=rules.prepare_model.output.model_dir,
+        onnx=optional_arg("--onnx", "onnx"),
+    resources:
+        bench_slot=1,
+    log:
+        "logs/build_engine/{target}_{model}_{backend}.log",
+    benchmark:
+        "logs/build_engine/{target}_{model}_{backend}.benchmark.tsv"
+    shell:
+        "python -m inferbench build --settings {params.settings:q}"
+        " --batch-sizes {params.batch_sizes:q} --model-dir {params.model_dir:q}"
+        " --card {input.card:q} {params.onnx} --out {output.manifest:q} > {log:q} 2>&1"

@@ -1,0 +1,66 @@
+rule onnx_export:
+    input:
+        card=rules.prepare_model.output.card,
+        inputs=rules.make_inputs.output.npz.format(model=MODEL, batch=min(BATCHES)),
+        reference=rules.reference.output.npz.format(model=MODEL, batch=min(BATCHES)),
+    output:
+        onnx=onnx_path("plain"),
+        manifest=onnx_path("plain") + ".json",
+    params:
+        model_dir=rules.prepare_model.output.model_dir,
+        export=json.dumps(config["export"], sort_keys=True),
+    log:
+        f"logs/onnx_export/{MODEL}.log",
+    benchmark:
+        f"logs/onnx_export/{MODEL}.benchmark.tsv"
+    shell:
+        "python -m inferbench export --model-dir {params.model_dir:q} --card {input.card:q}"
+        " --inputs {input.inputs:q} --reference {input.reference:q} --export {params.export:q}"
+        " --out {output.onnx:q} > {log:q} 2>&1"
+
+
+rule onnx_optimize:
+    input:
+        onnx=rules.onnx_export.output.onnx,
+        card=rules.prepare_model.output.card,
+    output:
+        onnx=onnx_path("fused"),
+        manifest=onnx_path("fused") + ".json",
+    params:
+        opt_level=config["export"]["optimizer_opt_level"],
+    log:
+        f"logs/onnx_optimize/{MODEL}.log",
+    shell:
+        "python -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
+        " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
+
+
+rule onnx_fp16:
+    input:
+        onnx=rules.onnx_export.output.onnx,
+        card=rules.prepare_model.output.card,
+    output:
+        onnx=onnx_path("fused-fp16"),
+        manifest=onnx_path("fused-fp16") + ".json",
+    params:
+        opt_level=config["export"]["optimizer_opt_level"],
+    log:
+        f"logs/onnx_fp16/{MODEL}.log",
+    shell:
+        "python -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
+        " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
+
+
+rule onnx_quantize:
+    input:
+        onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx",
+    output:
+        onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx",
+        manifest=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx.json",
+    wildcard_constraints:
+        graph="plain|fused",
+    log:
+        "logs/onnx_quantize/{model}_{graph}.log",
+    shell:
+        "python -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
+        " > {log:q} 2>&1"
