@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,80 @@ def add_speedup(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     return frame
 
 
+# GPU models recognised in a target name (h100, gpu-a100, l4-spot, ...): a target
+# named after one expects it in its fingerprint's GPU name.
+NAMED_GPUS = ("gh200", "h200", "h100", "h20", "b200", "b100", "a100", "a800", "a40", "a30",
+              "a10g", "a10", "a6000", "l40s", "l40", "l4", "t4", "v100", "p100", "mi300x",
+              "mi250x", "mi250")
+
+
+def _has_token(text: str, token: str) -> bool:
+    return re.search(rf"(?<![a-z0-9]){re.escape(token)}(?![a-z0-9])", text.lower()) is not None
+
+
+def expected_fingerprint(target: str, expect: Mapping[str, Mapping[str, str]]
+                         ) -> dict[str, str]:
+    """What a target's fingerprint must show: `targets.<name>.expect` (substrings `gpu`,
+    `cpu_model`), else `gpu_token`, a GPU model named in the target name (a token between
+    - _ . such as h100 in gpu-h100), matched as a whole word (a10 is not A100)."""
+    if target in expect:
+        return dict(expect[target])
+    named = [t for t in re.split(r"[-_.]", target.lower()) if t in NAMED_GPUS]
+    return {"gpu_token": named[0]} if named else {}
+
+
+def fingerprint_problem(cpu: Any, gpu: Any, expected: Mapping[str, str]) -> str:
+    """Why a result's machine contradicts its target's expectation ("" if it does not)."""
+    cpu = cpu if isinstance(cpu, str) else ""
+    gpu = gpu if isinstance(gpu, str) else ""
+    problems = []
+    want_gpu = expected.get("gpu")
+    if want_gpu and want_gpu.lower() == "none":
+        if gpu:
+            problems.append(f"GPU {gpu!r} where none is expected")
+    elif want_gpu and want_gpu.lower() not in gpu.lower():
+        problems.append(f"GPU {gpu or 'none'!r} is not {want_gpu!r}")
+    token = expected.get("gpu_token")
+    if token and not _has_token(gpu, token):
+        problems.append(f"GPU {gpu or 'none'!r} is not the {token} the target name says")
+    want_cpu = expected.get("cpu_model")
+    if want_cpu and want_cpu.lower() not in cpu.lower():
+        problems.append(f"CPU {cpu or 'unknown'!r} is not {want_cpu!r}")
+    return "; ".join(problems)
+
+
+def add_fingerprint_check(frame: pd.DataFrame,
+                          expect: Mapping[str, Mapping[str, str]] | None) -> pd.DataFrame:
+    """Column `fingerprint_check`: why a row's machine contradicts its target, or "".
+
+    Two rules. (1) The target's expectation (`targets.<name>.expect`, or a GPU model in
+    its name) must hold. (2) A target is one kind of machine: rows whose CPU/GPU differ
+    from the target's most common machine are flagged (results copied from elsewhere).
+    Rows without a fingerprint (failed before measuring) are not judged. The hostname
+    is not compared: a cluster partition has many identical nodes.
+    """
+    frame = frame.copy()
+    checks = []
+    for target, group in frame.groupby("target", sort=False):
+        expected = expected_fingerprint(str(target), expect or {})
+        judged = group[group.cpu_model.notna()]
+        machines = list(zip(judged.cpu_model, judged.gpu.fillna(""), strict=True))
+        usual = max(set(machines), key=machines.count) if machines else None
+        for index, row in group.iterrows():
+            if pd.isna(row.cpu_model):
+                checks.append((index, ""))
+                continue
+            problem = fingerprint_problem(row.cpu_model, row.gpu, expected)
+            if usual and (row.cpu_model, row.gpu if isinstance(row.gpu, str) else "") != usual:
+                other = f"{usual[0]}" + (f" / {usual[1]}" if usual[1] else "")
+                problem = "; ".join(filter(None, [problem, f"machine differs from the "
+                                                           f"target's other rows ({other})"]))
+            checks.append((index, problem))
+    frame["fingerprint_check"] = pd.Series(dict(checks), dtype=object).reindex(frame.index)
+    frame["fingerprint_check"] = frame["fingerprint_check"].fillna("")
+    return frame
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -103,6 +178,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
             flags.append("noisy")
         if r.criteria_met is False:
             flags.append("cap hit")
+        if getattr(r, "fingerprint_check", ""):
+            flags.append("fingerprint≠target")
         status = r.status + (f" ({', '.join(flags)})" if flags else "")
         if r.status not in ("ok",) and r.reason:
             status += f": {r.reason}"
@@ -156,6 +233,11 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
         gpu = group.gpu.dropna().unique()
         targets.append(f"- target `{target}`: CPU {', '.join(cpu) or 'n/a'}"
                        + (f"; GPU {', '.join(gpu)}" if len(gpu) else ""))
+        problems = sorted(set(group.get("fingerprint_check", pd.Series(dtype=object))) - {""})
+        if problems:
+            targets.append(f"  - **fingerprint contradicts the target** "
+                           f"({(group.fingerprint_check != '').sum()} rows, marked "
+                           f"`fingerprint≠target`): {'; '.join(problems)}")
     counts = frame.status.value_counts().to_dict()
     lines += ["Machines:", *targets, "",
               "Rows: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]
@@ -209,6 +291,7 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
 def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Path,
               table_path: Path, plots_dir: Path) -> pd.DataFrame:
     frame = add_speedup(to_frame(load_results(result_paths)), context.get("baseline"))
+    frame = add_fingerprint_check(frame, context.get("expect"))
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     atomic_write_text(table_path, header(context, frame) + "\n" + markdown_table(frame) + "\n")

@@ -122,7 +122,6 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from inferbench.aggregate import aggregate
-
     from inferbench.prepare import read_json
 
     context = {**json.loads(args.context), "card": read_json(Path(args.card))}
@@ -226,9 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what is wrong and how to fix it: no traceback."""
+    from inferbench.config import ConfigError
+    from inferbench.io import CorruptArtifactError
+    from inferbench.onnx_tools import ExportError
+    from inferbench.prepare import ModelSourceError
+
+    return ConfigError, CorruptArtifactError, ExportError, ModelSourceError
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except _user_errors() as exc:
+        command = args.func.__name__.removeprefix("cmd_").replace("_", "-")
+        print(f"inferbench {command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

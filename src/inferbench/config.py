@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from inferbench.naming import safe_name
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 ARCHITECTURES_DIR = Path(__file__).resolve().parent / "architectures"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 DEFAULT_PARITY: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": 1e-3, "min_agreement": 1.0},
@@ -98,7 +100,44 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key '{key}': {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "required":
         return f"config key '{key}': {error.message}"
-    return f"config key '{key}': {error.message}"
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # e.g. `target`: a name or a list of names; report the closest alternative
+        # (the branch of the instance's type; a type mismatch only when none fits)
+        fitting = [e for e in error.context if e.validator != "type"] or error.context
+        closest = jsonschema.exceptions.best_match(fitting)
+        hint = _allowed(closest.schema) if isinstance(closest.schema, dict) else ""
+        return f"config key '{_key_path(closest)}': {closest.message}{hint}"
+    return f"config key '{key}': {error.message}{_allowed(schema)}"
+
+
+_TYPE_WORDS = {"integer": "integer", "number": "number", "string": "string",
+               "boolean": "true/false", "array": "list", "object": "mapping"}
+
+
+def _allowed(schema: Mapping[str, Any]) -> str:
+    """'; allowed: ...' from a schema node (type, bounds, pattern), or ''."""
+    text = _allowed_text(schema)
+    return f"; allowed: {text}" if text else ""
+
+
+def _allowed_text(schema: Mapping[str, Any]) -> str:
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        size = f"at least {schema['minItems']} " if schema.get("minItems") else ""
+        unique = "unique " if schema.get("uniqueItems") else ""
+        return f"a list of {size}{unique}{_allowed_text(items) or 'values'}"
+    if not isinstance(kind, str):
+        return ""
+    parts = [_TYPE_WORDS.get(kind, kind)]
+    for word, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<=")):
+        if word in schema:
+            parts.append(f"{op} {schema[word]}")
+    if "pattern" in schema:
+        parts.append(f"matching {schema['pattern']} (letters, digits, '.', '_', '-')")
+    return " ".join(parts)
 
 
 def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
@@ -168,13 +207,13 @@ def _check_semantics(config: dict[str, Any]) -> None:
     source = model["source"]
     if source in ("hub", "architecture") and not model.get("id"):
         raise ConfigError(f"config key 'model.id' is required when model.source is {source!r}")
-    if source == "architecture" and not model.get("architecture"):
-        if builtin_architecture(model["id"]) is None:
-            known = sorted(p.stem for p in ARCHITECTURES_DIR.glob("*.json"))
-            raise ConfigError(
-                f"config key 'model.architecture' is required: no built-in architecture for "
-                f"{model['id']!r} (built in: {', '.join(known)})"
-            )
+    if (source == "architecture" and not model.get("architecture")
+            and builtin_architecture(model["id"]) is None):
+        known = sorted(p.stem for p in ARCHITECTURES_DIR.glob("*.json"))
+        raise ConfigError(
+            f"config key 'model.architecture' is required: no built-in architecture for "
+            f"{model['id']!r} (built in: {', '.join(known)})"
+        )
     if source == "local" and not model.get("path"):
         raise ConfigError("config key 'model.path' is required when model.source is 'local'")
     model.setdefault("name", safe_name(model.get("id") or Path(model.get("path", "model")).name))
@@ -198,7 +237,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
     for index, entry in enumerate(config["backends"]):
         name = entry["name"]
         if name in seen:
-            raise ConfigError(f"config key 'backends[{index}].name': duplicate backend {name!r}")
+            raise ConfigError(
+                f"config key 'backends[{index}].name': duplicate backend {name!r}; every "
+                f"backend needs its own name (names so far: {', '.join(sorted(seen))})")
         seen.add(name)
         if entry["kind"] not in kinds:
             raise ConfigError(
@@ -217,6 +258,26 @@ def _check_semantics(config: dict[str, Any]) -> None:
     config["parity"] = parity
     baseline = config.get("report", {}).get("baseline")
     config.setdefault("report", {})["baseline"] = baseline if baseline in seen else None
+    _check_targets(config)
+
+
+def _check_targets(config: Mapping[str, Any]) -> None:
+    slots: dict[str, str] = {}
+    for name in target_names(config):
+        other = slots.setdefault(slot_resource(name), name)
+        if other != name:
+            raise ConfigError(
+                f"config key 'target': {other!r} and {name!r} map to the same device-slot "
+                f"resource {slot_resource(name)!r}; rename one"
+            )
+    for name, entry in (config.get("targets") or {}).items():
+        for key in entry.get("resources") or {}:
+            if not IDENTIFIER.fullmatch(key) or key.startswith(("_", "bench_slot")):
+                raise ConfigError(
+                    f"config key 'targets.{name}.resources.{key}': not a resource name this "
+                    "workflow can set; allowed: a Python identifier not starting with _ or "
+                    "bench_slot (the device slots are set per target by the workflow)"
+                )
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -234,6 +295,29 @@ def backend_spec(config: Mapping[str, Any], name: str) -> BackendSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+def target_names(config: Mapping[str, Any]) -> list[str]:
+    """The targets this run measures (`target` as a list, in config order)."""
+    value = config.get("target", "local")
+    return [value] if isinstance(value, str) else list(value)
+
+
+def target_resources(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Executor resources of one target's engine builds and benchmark jobs."""
+    entry = (config.get("targets") or {}).get(name) or {}
+    return dict(entry.get("resources") or {})
+
+
+def target_expectations(config: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """`targets.<name>.expect` of every target that sets one."""
+    return {name: dict(entry["expect"]) for name, entry in (config.get("targets") or {}).items()
+            if entry.get("expect")}
+
+
+def slot_resource(target: str) -> str:
+    """Name of the Snakemake resource (limit 1) that serialises one target's jobs."""
+    return "bench_slot_" + re.sub(r"[^A-Za-z0-9_]", "_", target)
 
 
 def canonical_json(value: Any) -> str:

@@ -72,6 +72,18 @@ def gpu_info() -> list[dict[str, Any]]:
     return gpus
 
 
+# Set by SLURM inside a job: which allocation measured the number.
+SLURM_ENV = {"job_id": "SLURM_JOB_ID", "partition": "SLURM_JOB_PARTITION",
+             "node": "SLURMD_NODENAME", "cpus_on_node": "SLURM_CPUS_ON_NODE",
+             "gpus": "SLURM_JOB_GPUS"}
+
+
+def scheduler_info() -> dict[str, str]:
+    """The batch job this process runs in ({} outside a scheduler)."""
+    slurm = {key: os.environ[var] for key, var in SLURM_ENV.items() if os.environ.get(var)}
+    return {"slurm": slurm} if slurm.get("job_id") else {}
+
+
 def fingerprint(threads: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Environment facts recorded in every result."""
     import psutil
@@ -89,6 +101,7 @@ def fingerprint(threads: int, extra: dict[str, Any] | None = None) -> dict[str, 
                     **{k: os.environ.get(k) for k in THREAD_ENV}},
         "gpus": gpu_info(),
         "git_revision": git_revision(),
+        "scheduler": scheduler_info(),
     }
     if "torch" in info["packages"]:
         import torch

@@ -6,9 +6,11 @@ import inspect
 import json
 import os
 import shutil
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -23,16 +25,36 @@ class ModelSourceError(RuntimeError):
     """The model source cannot be turned into a model directory."""
 
 
-def _hub_error(model_id: str, exc: Exception) -> ModelSourceError:
+def _hub_error(model_id: str, exc: Exception, offline: bool = True) -> ModelSourceError:
+    why = ("it is not reachable from this machine (or HF_HUB_OFFLINE is set) and the model "
+           "is not in the local cache" if offline else "the hub did not serve it")
     return ModelSourceError(
-        f"could not load {model_id!r} from the Hugging Face hub: it is not reachable from "
-        f"this machine and the model is not in the local cache ({type(exc).__name__}: "
-        f"{str(exc).splitlines()[0][:200]}).\n"
+        f"could not load {model_id!r} from the Hugging Face hub: {why} "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).\n"
         "Fix: download it where the hub is reachable (`hf download "
         f"{model_id} --local-dir DIR`), copy DIR here and set model.source: local, "
         "model.path: DIR; or set model.source: architecture to benchmark the same "
         "architecture with seeded random weights (latency does not depend on weights)."
     )
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within ``timeout_s``.
+
+    False under HF_HUB_OFFLINE. With a proxy configured the direct probe says
+    nothing, so the hub counts as reachable and huggingface_hub's own timeouts apply.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _forward_input_names(model: Any) -> list[str]:
@@ -77,11 +99,14 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         weights = "pretrained"
     elif source == "hub":
         model_id = model_cfg["id"]
+        # Unreachable hub: read the local cache only, so the job fails in seconds
+        # instead of retrying each download for minutes.
+        cache_only = not hub_reachable()
         try:
-            model = auto.from_pretrained(model_id)
+            model = auto.from_pretrained(model_id, local_files_only=cache_only)
         except OSError as exc:
-            raise _hub_error(model_id, exc) from exc
-        tokenizer = _try_tokenizer(model_id, local_only=False)
+            raise _hub_error(model_id, exc, offline=cache_only) from exc
+        tokenizer = _try_tokenizer(model_id, local_only=cache_only)
         weights = "pretrained"
     else:
         raise ModelSourceError(f"unknown model.source {source!r}")

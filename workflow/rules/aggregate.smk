@@ -22,9 +22,11 @@ rule aggregate:
     params:
         context=aggregate_context(),
         plots_dir=lambda wildcards, output: os.path.dirname(output.latency),
+    conda:
+        CONDA_ENV
     log:
         "logs/aggregate/aggregate.log",
     shell:
-        "python -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
         " --context {params.context:q} --csv {output.csv:q} --table {output.table:q}"
         " --plots-dir {params.plots_dir:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
-# One job per backend x batch size. The bench_slot resource (limit 1, set in
-# profiles/default and by `all` users' --resources) keeps benchmarks from sharing a
-# device whatever --cores says; preparation and builds still run in parallel.
+# One job per target x backend x batch size, with the target's executor resources.
+# Each target's slot resource (limit bench_slot, default 1; see target_resources in
+# common.smk) keeps its benchmarks and engine builds from sharing a device whatever
+# --cores or --jobs say; other targets' jobs and the shared preparation run beside them.
 rule bench:
     input:
         unpack(bench_inputs),
@@ -13,11 +14,13 @@ rule bench:
         build=optional_arg("--build", "build"),
     threads: config["threads"]
     resources:
-        bench_slot=1,
+        **target_resources(),
+    conda:
+        CONDA_ENV
     log:
         "logs/bench/{target}_{model}_{backend}_bs{batch}.log",
     shell:
-        "python -m inferbench bench --settings {params.settings:q}"
+        "$IB_PYTHON -m inferbench bench --settings {params.settings:q}"
         " --model-dir {params.model_dir:q} --card {input.card:q} --inputs {input.inputs:q}"
         " --reference {input.reference:q} {params.onnx} {params.build}"
         " --batch {wildcards.batch} --model {wildcards.model} --target {wildcards.target}"

@@ -21,12 +21,14 @@ rule build_engine:
         model_dir=rules.prepare_model.output.model_dir,
         onnx=optional_arg("--onnx", "onnx"),
     resources:
-        bench_slot=1,
+        **target_resources(),
+    conda:
+        CONDA_ENV
     log:
         "logs/build_engine/{target}_{model}_{backend}.log",
     benchmark:
         "logs/build_engine/{target}_{model}_{backend}.benchmark.tsv"
     shell:
-        "python -m inferbench build --settings {params.settings:q}"
+        "$IB_PYTHON -m inferbench build --settings {params.settings:q}"
         " --batch-sizes {params.batch_sizes:q} --model-dir {params.model_dir:q}"
         " --card {input.card:q} {params.onnx} --out {output.manifest:q} > {log:q} 2>&1"

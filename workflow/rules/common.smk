@@ -1,32 +1,46 @@
 # Config validation, wildcard constraints, and every input/param function.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
+from snakemake.resources import Resources
 from snakemake.utils import validate
 
-# The package lives in src/; jobs run `python -m inferbench` with the Python that
-# runs Snakemake (or the conda env's, which conda puts first on PATH).
+from snakemake.settings.types import DeploymentMethod
+
+# The package lives in src/. Jobs run it with the Python that runs Snakemake, or
+# with the conda env's Python under --software-deployment-method conda.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if USE_CONDA else sys.executable
+# Shell variables (not params), so the interpreter path never reruns a job.
+shell.prefix(
+    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; IB_PYTHON={PYTHON}; "
+)
 
 from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
 from inferbench.backends import registry as ib_registry  # noqa: E402
 from inferbench.onnx_tools import VARIANTS  # noqa: E402
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+# inferbench's checks first: one line that names the key and the allowed values
+# (Snakemake's validate prints the whole schema and instance instead). Snakemake's
+# validate then checks the same schema and cannot fail; it stays as the catalog's
+# habit and for tools that look for it.
 try:
-    config = ib_config.validate_config(config)
+    _checked = ib_config.validate_config(config)
 except ib_config.ConfigError as exc:
     raise WorkflowError(f"Invalid config: {exc}") from None
+validate(config, schema="../schemas/config.schema.yaml")
+config = _checked
 
 RESULTS = config["results_dir"]
+CONDA_ENV = str(Path(workflow.basedir) / "envs" / f"inferbench-{config['conda_env']}.yaml")
 MODEL = config["model"]["name"]
-TARGET = config["target"]
+TARGETS = ib_config.target_names(config)
 BACKENDS = {spec.name: spec for spec in ib_config.backend_specs(config)}
 BATCHES = config["batch_sizes"]
 PACKAGE = Path(SRC) / "inferbench"
@@ -34,7 +48,9 @@ PACKAGE = Path(SRC) / "inferbench"
 
 wildcard_constraints:
     model="[A-Za-z0-9._-]+",
-    target="[A-Za-z0-9._-]+",
+    # only the targets this run measures: results/bench/<other target>/ are inputs
+    # of the summary, never jobs (copied or committed results are not rerun)
+    target="|".join(re.escape(t) for t in TARGETS),
     backend="|".join(sorted(BACKENDS)),
     batch=r"\d+",
     variant="|".join(VARIANTS),
@@ -95,23 +111,82 @@ def job_settings(wildcards):
 def bench_results():
     return expand(
         f"{RESULTS}/bench/{{target}}/{{model}}/{{backend}}/bs{{batch}}.json",
-        target=TARGET,
+        target=TARGETS,
         model=MODEL,
         backend=sorted(BACKENDS),
         batch=BATCHES,
     )
 
 
+def _result_files(folder):
+    """{(target, backend, file name): path} of one target's result folder."""
+    return {
+        (Path(folder).name, p.parts[-2], p.name): str(p)
+        for p in Path(folder).glob(f"{MODEL}/*/bs*.json")
+        if not p.name.startswith(".")
+    }
+
+
 def foreign_results():
-    """Results measured on other targets and copied into results/bench/ (not rerun)."""
+    """Results measured on other targets, merged without being rerun.
+
+    Those copied into results/bench/<target>/, then those in `include_results`
+    folders (e.g. the committed docs/results/h100), a copy in results/bench/ winning
+    over an included one. Targets this run measures are never read from either.
+    """
+    found = {}
+    for folder in config["include_results"]:
+        if not Path(folder).is_dir():
+            print(f"inferbench: include_results folder {folder} is missing; skipped",
+                  file=sys.stderr)
+            continue
+        found.update(_result_files(folder))
     root = Path(RESULTS) / "bench"
-    if not root.is_dir():
-        return []
-    return sorted(
-        str(p)
-        for p in root.glob(f"*/{MODEL}/*/bs*.json")
-        if p.parts[-4] != TARGET and not p.name.startswith(".")
-    )
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        found.update(_result_files(folder))
+    return sorted(path for key, path in found.items() if key[0] not in TARGETS)
+
+
+# Per-target executor resources and device slots, for build_engine and bench. A
+# rule's resource names are fixed, so each name any target of this run sets becomes
+# a function of the job's {target}; a target that leaves it unset gets the
+# default-resources value (profile or --default-resources). Each target also gets a
+# slot resource of its own, registered with limit `bench_slot` (default 1): the jobs
+# of one target never run at once, jobs of different targets do. Custom resources
+# are global in Snakemake's scheduler, so this holds locally and with
+# --executor slurm alike (the main process counts them before it submits a job).
+for _target in TARGETS:
+    if ib_config.slot_resource(_target) not in workflow.global_resources:
+        workflow.register_resource(
+            ib_config.slot_resource(_target),
+            workflow.global_resources.get("bench_slot").value or 1,
+        )
+
+
+def _target_resource(key):
+    def value(wildcards, input, threads, attempt):
+        own = ib_config.target_resources(config, wildcards.target)
+        if key in own:
+            return own[key]
+        defaults = workflow.resource_settings.default_resources or {}
+        default = Resources.from_mapping(defaults).get(key)
+        return default.evaluate(wildcards, input=input, threads=threads,
+                                attempt=attempt).value
+
+    return value
+
+
+def _target_slot(target):
+    return lambda wildcards: int(wildcards.target == target)
+
+
+def target_resources():
+    """`resources:` of the per-target rules (use as `resources: **target_resources()`)."""
+    keys = {key for t in TARGETS for key in ib_config.target_resources(config, t)}
+    return {
+        **{key: _target_resource(key) for key in sorted(keys)},
+        **{ib_config.slot_resource(t): _target_slot(t) for t in TARGETS},
+    }
 
 
 def aggregate_context():
@@ -121,6 +196,7 @@ def aggregate_context():
             "threads": config["threads"],
             "baseline": config["report"]["baseline"],
             "model": config["model"],
+            "expect": ib_config.target_expectations(config),
         },
         sort_keys=True,
     )

@@ -4,12 +4,14 @@ rule prepare_model:
         card=f"{RESULTS}/models/{MODEL}/card.json",
     params:
         model=json.dumps(config["model"], sort_keys=True),
+    conda:
+        CONDA_ENV
     log:
         f"logs/prepare_model/{MODEL}.log",
     benchmark:
         f"logs/prepare_model/{MODEL}.benchmark.tsv"
     shell:
-        "python -m inferbench prepare-model --model {params.model:q}"
+        "$IB_PYTHON -m inferbench prepare-model --model {params.model:q}"
         " --out-dir {output.model_dir:q} --card {output.card:q} > {log:q} 2>&1"
 
 
@@ -27,10 +29,12 @@ rule make_inputs:
         sentences=lambda wildcards, input: (
             f"--sentences {input.sentences}" if input.sentences else ""
         ),
+    conda:
+        CONDA_ENV
     log:
         "logs/make_inputs/{model}_bs{batch}.log",
     shell:
-        "python -m inferbench inputs --model-dir {params.model_dir:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench inputs --model-dir {params.model_dir:q} --card {input.card:q}"
         " --seq-len {params.seq_len} --batch {wildcards.batch} --seed {params.seed}"
         " {params.sentences} --out {output.npz:q} > {log:q} 2>&1"
 
@@ -45,9 +49,11 @@ rule reference:
         model_dir=rules.prepare_model.output.model_dir,
         threads=config["threads"],
     threads: config["threads"]
+    conda:
+        CONDA_ENV
     log:
         "logs/reference/{model}_bs{batch}.log",
     shell:
-        "python -m inferbench reference --model-dir {params.model_dir:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench reference --model-dir {params.model_dir:q} --card {input.card:q}"
         " --inputs {input.npz:q} --out {output.npz:q} --threads {params.threads}"
         " > {log:q} 2>&1"

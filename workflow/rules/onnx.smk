@@ -9,12 +9,14 @@ rule onnx_export:
     params:
         model_dir=rules.prepare_model.output.model_dir,
         export=json.dumps(config["export"], sort_keys=True),
+    conda:
+        CONDA_ENV
     log:
         f"logs/onnx_export/{MODEL}.log",
     benchmark:
         f"logs/onnx_export/{MODEL}.benchmark.tsv"
     shell:
-        "python -m inferbench export --model-dir {params.model_dir:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench export --model-dir {params.model_dir:q} --card {input.card:q}"
         " --inputs {input.inputs:q} --reference {input.reference:q} --export {params.export:q}"
         " --out {output.onnx:q} > {log:q} 2>&1"
 
@@ -28,10 +30,12 @@ rule onnx_optimize:
         manifest=onnx_path("fused") + ".json",
     params:
         opt_level=config["export"]["optimizer_opt_level"],
+    conda:
+        CONDA_ENV
     log:
         f"logs/onnx_optimize/{MODEL}.log",
     shell:
-        "python -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
@@ -44,10 +48,12 @@ rule onnx_fp16:
         manifest=onnx_path("fused-fp16") + ".json",
     params:
         opt_level=config["export"]["optimizer_opt_level"],
+    conda:
+        CONDA_ENV
     log:
         f"logs/onnx_fp16/{MODEL}.log",
     shell:
-        "python -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
+        "$IB_PYTHON -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
@@ -59,8 +65,10 @@ rule onnx_quantize:
         manifest=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx.json",
     wildcard_constraints:
         graph="plain|fused",
+    conda:
+        CONDA_ENV
     log:
         "logs/onnx_quantize/{model}_{graph}.log",
     shell:
-        "python -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
+        "$IB_PYTHON -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
         " > {log:q} 2>&1"

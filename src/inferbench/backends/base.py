@@ -121,7 +121,7 @@ class Backend(ABC):
     @abstractmethod
     def to_host(self, outputs: Any) -> np.ndarray: ...
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027  (optional hook: CPU backends need none)
         """Wait for queued device work; a no-op on the CPU."""
 
     def device_timer(self) -> DeviceTimer | None:

