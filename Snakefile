@@ -15,7 +15,9 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/onnx.smk"
 include: "workflow/rules/build.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -200,6 +200,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
             "J/1k inf": _fmt(r.energy_j_per_1000, 2),
             "parity max|Δ|": _fmt(r.parity_max_abs, 4), "agree": _fmt(r.parity_agreement, 3),
             "fusions": r.fusions or "–",
+            **report_cells(r),
         })
     return pd.DataFrame(rows).to_markdown(index=False)
 
@@ -253,9 +254,9 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     ok = frame[frame.status == "ok"]
     targets = sorted(frame.target.unique()) or ["local"]
-    specs = [("latency_vs_batch.png", "p50_ms", "p50 latency per batch (ms)", True),
+    specs = [("latency_vs_batch.png", "p50_ms", "latency per batch (ms, log scale)", True),
              ("throughput_vs_batch.png", "serial_throughput_per_s",
-              "serial throughput (sequences/s)", False)]
+              "serial throughput (sequences/s, log scale)", False)]
     for filename, column, ylabel, errorbars in specs:
         fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6),
                                  squeeze=False, sharey=False)
@@ -276,24 +277,107 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
             ax.set_yscale("log")
             batches = sorted(frame.batch_size.unique())
             ax.set_xticks(batches, [str(b) for b in batches])
-            ax.set_xlabel("batch size")
+            ax.set_xlabel("batch size (sequences, log scale)")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"target {target}" + (" (dotted: p95)" if errorbars else ""))
+            ax.set_title(f"target {target}")
             ax.grid(True, which="both", alpha=0.3)
-            if sub.size:
-                ax.legend(fontsize=8, loc="best")
+        # One legend outside the panels (it never covers a line), plus a key to the styles.
+        from matplotlib.lines import Line2D
+
+        seen: dict[str, Any] = {}
+        for ax in axes[0]:
+            handles, labels = ax.get_legend_handles_labels()
+            seen.update(zip(labels, handles, strict=True))
+        handles = [seen[k] for k in sorted(seen)]
+        labels = sorted(seen)
+        if errorbars:
+            handles += [Line2D([], [], color="gray", marker="o"),
+                        Line2D([], [], color="gray", linestyle=":")]
+            labels += ["p50 (bars: 95% CI)", "p95"]
         fig.tight_layout()
+        if handles:
+            fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.97),
+                       fontsize=8, frameon=False)
         with atomic_path(plots_dir / filename) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
         plt.close(fig)
 
 
 def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Path,
-              table_path: Path, plots_dir: Path) -> pd.DataFrame:
+              table_path: Path, plots_dir: Path,
+              accuracy_paths: list[Path] | None = None) -> pd.DataFrame:
     frame = add_speedup(to_frame(load_results(result_paths)), context.get("baseline"))
     frame = add_fingerprint_check(frame, context.get("expect"))
+    accuracy = load_results(accuracy_paths or [])
+    frame = add_report_columns(frame, context, accuracy)
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
-    atomic_write_text(table_path, header(context, frame) + "\n" + markdown_table(frame) + "\n")
+    atomic_write_text(table_path, header(context, frame) + "\n" + markdown_table(frame) + "\n"
+                      + report_sections(frame, context, accuracy))
     plot(frame, plots_dir)
     return frame
+
+
+# -- accuracy and cost columns (issue 6) -----------------------------------------------
+
+def add_report_columns(frame: pd.DataFrame, context: Mapping[str, Any],
+                       accuracy: list[dict[str, Any]]) -> pd.DataFrame:
+    """Accuracy per backend (and its paired delta from FP32), and the cost per million
+    inferences at each row's serial throughput where the target has a price."""
+    from inferbench.accuracy import accuracy_frame
+    from inferbench.comparison import cost_per_million
+
+    frame = frame.copy()
+    if accuracy:
+        extra = accuracy_frame(accuracy, context.get("baseline"))
+        frame = frame.merge(extra, on=["target", "model", "backend"], how="left")
+    prices = context.get("prices") or {}
+    frame["price_per_hour"] = [prices.get(t, np.nan) for t in frame.target]
+    frame["cost_per_million"] = [
+        cost_per_million(price, rate) if pd.notna(price) and pd.notna(rate) else np.nan
+        for price, rate in zip(frame.price_per_hour, frame.serial_throughput_per_s,
+                               strict=True)]
+    return frame
+
+
+def report_cells(r: Any) -> dict[str, str]:
+    """The summary table's accuracy and cost cells, when the frame has them."""
+    cells = {}
+    if "accuracy" in r.index and r.status == "ok" and pd.notna(r.accuracy):
+        delta = r.get("accuracy_delta_vs_fp32")
+        cells["accuracy (Δ FP32)"] = f"{r.accuracy:.2%}" + (
+            f" ({delta * 100:+.2f})" if pd.notna(delta) else "")
+    elif "accuracy" in r.index:
+        cells["accuracy (Δ FP32)"] = "–"
+    if "cost_per_million" in r.index and pd.notna(r.cost_per_million):
+        cells["$ / M inf"] = f"{r.cost_per_million:.3g}"
+    elif "price_per_hour" in r.index and pd.notna(r.price_per_hour):
+        cells["$ / M inf"] = "–"
+    return cells
+
+
+def report_sections(frame: pd.DataFrame, context: Mapping[str, Any],
+                    accuracy: list[dict[str, Any]]) -> str:
+    """Cost at each backend's best throughput, and the accuracy section (or why not)."""
+    from inferbench.accuracy import markdown_section
+
+    lines = [""]
+    priced = frame[(frame.status == "ok") & frame.cost_per_million.notna()]
+    if len(priced):
+        best = priced.loc[priced.groupby(["target", "model", "backend"])
+                          .serial_throughput_per_s.idxmax()].sort_values(
+                              ["target", "cost_per_million"])
+        table = pd.DataFrame({
+            "target": best.target, "backend": best.backend,
+            "best batch": best.batch_size.astype(int),
+            "seq/s (serial)": best.serial_throughput_per_s.map(lambda v: f"{v:.1f}"),
+            "$ / hour": best.price_per_hour.map(lambda v: f"{v:g}"),
+            "$ / million inferences": best.cost_per_million.map(lambda v: f"{v:.4g}")})
+        lines += ["## Cost per million inferences at each backend's best throughput", "",
+                  "Price per hour of the target (config `targets.<name>.price_per_hour`) "
+                  "divided by the best serial throughput over the measured batch sizes.", "",
+                  table.to_markdown(index=False), ""]
+    reason = None if (context.get("accuracy") or {}).get("dataset") else \
+        "no `accuracy.dataset` configured"
+    lines.append(markdown_section(accuracy, context.get("baseline"), reason))
+    return "\n".join(lines)

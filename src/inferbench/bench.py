@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from inferbench.config import BackendSpec, config_hash
-from inferbench.io import CorruptArtifactError, atomic_write_json
+from inferbench.io import CorruptArtifactError, atomic_write_json, verify_files
 from inferbench.stats import StoppingPolicy, collect, summarize
 
 SCHEMA_VERSION = 1
@@ -100,7 +100,7 @@ def run_job(settings: Mapping[str, Any], batch: int, paths: JobPaths, model: str
         result.update(status="error", reason=f"corrupt artifact: {exc}")
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        if "out of memory" in message.lower():
+        if isinstance(exc, MemoryError) or "out of memory" in message.lower():
             message = f"out of memory: {message}"
         result.update(status="error", reason=message[:2000],
                       traceback=traceback.format_exc(limit=8)[-4000:])
@@ -136,6 +136,8 @@ def _measure(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> dict[s
         if build_manifest.get("status") != "ok":
             return {"status": build_manifest.get("status", "error"),
                     "reason": f"build: {build_manifest.get('reason', 'failed')}", **out}
+        # The engine files as the build rule hashed them, or no benchmark.
+        verify_files(paths.build_manifest.parent, build_manifest.get("files") or {})
     onnx_manifest = load_verified(paths.onnx) if paths.onnx is not None else {}
     if onnx_manifest:
         out["onnx"] = {k: onnx_manifest.get(k) for k in

@@ -43,7 +43,9 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
             start = time.perf_counter()
             details = backend.build(artifacts, out_dir, batch_sizes, int(settings["seq_len"]))
             manifest.update(status="ok", build_s=time.perf_counter() - start, **details)
-            manifest["files"] = {p.name: sha256_file(p) for p in sorted(out_dir.rglob("*"))
+            # Paths relative to the build folder; the bench job checks each hash.
+            manifest["files"] = {str(p.relative_to(out_dir)): sha256_file(p)
+                                 for p in sorted(out_dir.rglob("*"))
                                  if p.is_file() and p != manifest_path}
         except Exception as exc:
             manifest.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:2000],

@@ -80,12 +80,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     The parent blocks in waitpid (no busy-waiting on a core the benchmark needs).
     """
-    from inferbench.bench import base_result
+    from inferbench.bench import _now, base_result
     from inferbench.io import atomic_write_json
 
     out = Path(args.out)
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "inferbench", "bench-worker", *_job_args(args)]
+    started_at = _now()
     completed = subprocess.run(command, check=False)
     if completed.returncode == 0 and out.is_file():
         return
@@ -96,7 +97,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
            else f"exit code {completed.returncode}")
     result = base_result(json.loads(args.settings), args.batch, args.model, args.target)
     result.update(status="error", reason=f"benchmark worker died ({how}); "
-                  "out of memory or a crash in the runtime")
+                  "out of memory or a crash in the runtime", started_at=started_at,
+                  finished_at=_now())
     atomic_write_json(out, result)
 
 
@@ -126,7 +128,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     context = {**json.loads(args.context), "card": read_json(Path(args.card))}
     aggregate([Path(p) for p in args.results], context, Path(args.csv), Path(args.table),
-              Path(args.plots_dir))
+              Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []])
 
 
 def cmd_backends(_: argparse.Namespace) -> None:
@@ -147,6 +149,98 @@ def cmd_check_config(args: argparse.Namespace) -> None:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{args.config}: valid")
+
+
+# -- report stage: accuracy, plots, findings, environment, HTML views ----------------
+# (issue 6; kept together so the benchmark commands above stay as they are)
+
+def cmd_accuracy(args: argparse.Namespace) -> None:
+    settings = json.loads(args.settings)
+    set_thread_env(int(settings["threads"]))
+    from inferbench.accuracy import evaluate
+    from inferbench.io import atomic_write_json
+    from inferbench.prepare import read_json
+
+    result = evaluate(settings, args.batch, Path(args.model_dir), read_json(Path(args.card)),
+                      Path(args.dataset), args.model, args.target, onnx=_path_or_none(args.onnx),
+                      build_manifest=_path_or_none(args.build),
+                      max_examples=args.max_examples or None)
+    atomic_write_json(Path(args.out), result)
+    print(f"{result['backend']}: {result['status']} {result.get('accuracy', '')} "
+          f"{result.get('reason', '')}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from inferbench.report_plots import draw
+
+    draw(args.kind, [Path(p) for p in args.results], json.loads(args.context), Path(args.out))
+
+
+def cmd_findings(args: argparse.Namespace) -> None:
+    from inferbench.findings import summary_counts, write_observations
+
+    found = write_observations([Path(p) for p in args.results], json.loads(args.context),
+                               Path(args.out), [Path(p) for p in args.accuracy or []])
+    print(f"{len(found)} statements; supported per topic: {summary_counts(found)}")
+    if args.html:
+        from inferbench.report_docs import render_file
+
+        render_file(Path(args.out), Path(args.html), "inferbench observations")
+
+
+def cmd_environment(args: argparse.Namespace) -> None:
+    from inferbench.report_docs import write_environment
+
+    write_environment([Path(p) for p in args.results], json.loads(args.config), Path(args.out))
+    if args.html:
+        from inferbench.report_docs import render_file
+
+        render_file(Path(args.out), Path(args.html), "inferbench environment")
+
+
+def cmd_render_html(args: argparse.Namespace) -> None:
+    from inferbench.report_docs import render_file
+
+    render_file(Path(args.input), Path(args.out), args.title)
+
+
+def add_report_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("accuracy", help="accuracy of one backend on a labelled TSV")
+    for arg in ("settings", "model-dir", "card", "dataset", "out", "model", "target"):
+        p.add_argument(f"--{arg}", required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--max-examples", type=int, default=0, help="0: every example")
+    p.add_argument("--onnx")
+    p.add_argument("--build")
+    p.set_defaults(func=cmd_accuracy)
+
+    p = sub.add_parser("plot", help="one report plot from result JSON files")
+    p.add_argument("--kind", choices=("speedup", "distributions", "targets"), required=True)
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--context", required=True, help="JSON: baseline, prices, resamples, ...")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("findings", help="observations.md from the results")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--accuracy", nargs="*", default=[], help="accuracy JSON files")
+    p.add_argument("--context", required=True, help="JSON: baseline, prices, resamples, ...")
+    p.add_argument("--out", required=True)
+    p.add_argument("--html", help="also write an HTML view here")
+    p.set_defaults(func=cmd_findings)
+
+    p = sub.add_parser("environment", help="fingerprints per target and the config (Markdown)")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--config", required=True, help="the effective config as JSON")
+    p.add_argument("--out", required=True)
+    p.add_argument("--html", help="also write an HTML view here")
+    p.set_defaults(func=cmd_environment)
+
+    p = sub.add_parser("render-html", help="HTML view of a Markdown file for the report")
+    p.add_argument("--input", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", required=True)
+    p.set_defaults(func=cmd_render_html)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--table", required=True)
     p.add_argument("--plots-dir", required=True)
+    p.add_argument("--accuracy", nargs="*", default=[], help="accuracy JSON files")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("backends", help="list backend kinds")
@@ -222,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+    add_report_commands(sub)
     return parser
 
 

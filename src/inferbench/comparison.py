@@ -83,7 +83,7 @@ class Interval:
 
     def fmt(self, digits: int = 2, unit: str = "") -> str:
         return (f"{self.value:.{digits}f}{unit} [{self.low:.{digits}f}–"
-                f"{self.high:.{digits}f}{unit}]")
+                f"{self.high:.{digits}f}]")
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,12 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _check_semantics(config: dict[str, Any]) -> None:
     from inferbench.backends import registry  # light: backends import runtimes lazily
 
+    results_dir = str(config.get("results_dir", "results"))
+    if not results_dir or any(c in results_dir for c in "{}\n\0"):
+        # Braces would be read as Snakemake wildcards; other characters are quoted.
+        raise ConfigError(
+            f"config key 'results_dir': {results_dir!r} is not usable; allowed: a non-empty "
+            "path without '{', '}', newlines or NUL")
     model = config["model"]
     source = model["source"]
     if source in ("hub", "architecture") and not model.get("id"):

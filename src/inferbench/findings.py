@@ -183,6 +183,12 @@ def int8_payoff(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> list[F
             text = (f"**INT8 does not pay off** at any measured batch for {subject}: slower at "
                     f"every batch (p50 ratio FP32 / INT8): {clauses}.")
             supported = True
+        elif any(r.verdict == "slower" for _, r in ratios):
+            slower = [str(b) for b, r in ratios if r.verdict == "slower"]
+            text = (f"**INT8 does not pay off** for {subject}: slower at batch "
+                    f"{', '.join(slower)}, within noise elsewhere (p50 ratio FP32 / INT8): "
+                    f"{clauses}.")
+            supported = True
         else:
             text = (f"INT8 shows no payoff beyond noise for {subject} (p50 ratio FP32 / INT8): "
                     f"{clauses}.")
@@ -245,43 +251,66 @@ def overheads(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> list[Fin
     return out
 
 
+def _money(value: float) -> str:
+    return f"${value:.3g}"
+
+
+def _cost_ratio(boot: Bootstrapper, cheap: Mapping[str, Any], dear: Mapping[str, Any],
+                prices: Mapping[str, float]) -> Ratio:
+    """cost(dear) / cost(cheap): cost ∝ price × mean latency / batch, so the bootstrap
+    ratio of the mean latencies carries the interval."""
+    scale = ((prices[str(dear["target"])] / int(dear["batch_size"]))
+             / (prices[str(cheap["target"])] / int(cheap["batch_size"])))
+    means = boot.ratio(dear, cheap, "mean")
+    return Ratio(means.value * scale, means.low * scale, means.high * scale)
+
+
+def _cheaper(boot: Bootstrapper, ranked: list[tuple[Any, Mapping[str, Any]]],
+             prices: Mapping[str, float], scope: str) -> Finding:
+    (c1, r1), (c2, r2) = ranked[0], ranked[1]
+    ratio = _cost_ratio(boot, r1, r2, prices)
+    first = f"`{r1['backend']}` on `{r1['target']}`"
+    second = f"`{r2['backend']}` on `{r2['target']}`"
+    data = {"cheapest": (r1["target"], r1["backend"]), "runner_up": (r2["target"],
+            r2["backend"]), "ratio": ratio, "scope": scope}
+    if ratio.excludes_one:
+        rate1, rate2 = throughput_interval(boot, r1), throughput_interval(boot, r2)
+        slower = (" although it is slower" if rate1.high < rate2.low else "")
+        text = (f"{scope}: **{first} is cheapest** at {_money(c1.value)} per million "
+                f"inferences, {ratio.fmt()} cheaper than {second} ({_money(c2.value)})"
+                f"{slower} ({rate1.value:.0f} vs {rate2.value:.0f} seq/s).")
+        return Finding("cost", str(r1["target"]), text, True, str(r1["backend"]), data)
+    text = (f"{scope}: {first} ({_money(c1.value)} per million) and {second} "
+            f"({_money(c2.value)}) cost the same within noise (ratio {ratio.fmt()}).")
+    return Finding("cost", str(r1["target"]), text, False, str(r1["backend"]), data)
+
+
 def costs(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper,
           prices: Mapping[str, float]) -> list[Finding]:
     best = {key: row for key, row in best_throughput_rows(rows).items() if key[0] in prices}
     if not best:
         return []
-    out = []
-    priced = []
-    for (target, _, backend), row in sorted(best.items()):
-        price = float(prices[target])
-        cost = cost_interval(boot, row, price)
-        rate = throughput_interval(boot, row)
-        priced.append((cost, target, backend, row))
-        out.append(Finding(
-            "cost", target, f"`{backend}` on `{target}`: ${cost.value:.4g} "
-            f"[{cost.low:.4g}–{cost.high:.4g}] per million inferences at batch "
-            f"{row['batch_size']} ({rate.value:.0f} seq/s [{rate.low:.0f}–{rate.high:.0f}] at "
-            f"${price:g}/h).", True, backend, {"cost": cost, "batch": row["batch_size"]}))
-    if len(priced) > 1:
-        priced.sort(key=lambda item: item[0].value)
-        (c1, t1, b1, r1), (c2, t2, b2, r2) = priced[0], priced[1]
-        # cost ∝ price × mean latency / batch: the ratio of means carries the interval.
-        scale = (prices[t2] / int(r2["batch_size"])) / (prices[t1] / int(r1["batch_size"]))
-        mean_ratio = boot.ratio(r2, r1, "mean")
-        ratio = Ratio(mean_ratio.value * scale, mean_ratio.low * scale,
-                      mean_ratio.high * scale)
-        data = {"cheapest": (t1, b1), "runner_up": (t2, b2), "ratio": ratio}
-        if ratio.excludes_one:
-            text = (f"**Cheapest: `{b1}` on `{t1}`** at ${c1.value:.4g} per million, "
-                    f"{ratio.fmt()} cheaper than the next, `{b2}` on `{t2}` "
-                    f"(${c2.value:.4g}).")
-            out.insert(0, Finding("cost", t1, text, True, b1, data))
-        else:
-            text = (f"Cheapest by point estimate: `{b1}` on `{t1}` (${c1.value:.4g} per "
-                    f"million), but within noise of `{b2}` on `{t2}` (${c2.value:.4g}; cost "
-                    f"ratio {ratio.fmt()}).")
-            out.insert(0, Finding("cost", t1, text, False, b1, data))
-    return out
+    ranked: dict[str, list[tuple[Any, Mapping[str, Any]]]] = defaultdict(list)
+    for (target, _, _), row in best.items():
+        ranked[target].append((cost_interval(boot, row, float(prices[target])), row))
+    headline, detail = [], []
+    for target, items in sorted(ranked.items()):
+        items.sort(key=lambda item: item[0].value)
+        if len(items) > 1:
+            headline.append(_cheaper(boot, items, prices, f"On `{target}`"))
+        for cost, row in items:
+            rate = throughput_interval(boot, row)
+            detail.append(Finding(
+                "cost", target, f"`{row['backend']}` on `{target}`: {_money(cost.value)} "
+                f"[{_money(cost.low)}–{_money(cost.high)}] per million inferences at batch "
+                f"{row['batch_size']} ({rate.value:.0f} seq/s [{rate.low:.0f}–{rate.high:.0f}]"
+                f" at ${prices[target]:g}/h).", True, str(row["backend"]),
+                {"cost": cost, "batch": row["batch_size"]}))
+    if len(ranked) > 1:
+        # The cheapest option of each machine, machines compared with each other.
+        tops = sorted((items[0] for items in ranked.values()), key=lambda item: item[0].value)
+        headline.insert(0, _cheaper(boot, tops, prices, "Across targets"))
+    return headline + detail
 
 
 def accuracy_findings(accuracy: Sequence[Mapping[str, Any]], baseline: str | None,
@@ -393,8 +422,6 @@ def write_observations(result_paths: Sequence[Path], context: Mapping[str, Any],
     results = [json.loads(Path(p).read_text()) for p in result_paths]
     accuracy = ([json.loads(Path(p).read_text()) for p in accuracy_paths]
                 if accuracy_paths is not None else None)
-    if accuracy is not None and not accuracy and context.get("accuracy_reason"):
-        accuracy = [{"status": "skipped", "reason": context["accuracy_reason"]}]
     found = derive(results, context, accuracy)
     atomic_write_text(out, render(found, context, results))
     return found

@@ -6,6 +6,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -103,7 +104,9 @@ def fingerprint(threads: int, extra: dict[str, Any] | None = None) -> dict[str, 
         "git_revision": git_revision(),
         "scheduler": scheduler_info(),
     }
-    if "torch" in info["packages"]:
+    # torch's settings where this job used torch (importing it only to read them
+    # would cost a torch-free job, e.g. ONNX Runtime on the CPU, 2 s)
+    if "torch" in sys.modules:
         import torch
 
         info["torch_quantized_engine"] = torch.backends.quantized.engine

@@ -71,6 +71,17 @@ class CorruptArtifactError(RuntimeError):
     """A file does not match the hash its producer recorded."""
 
 
+def verify_files(folder: Path, files: Mapping[str, str]) -> None:
+    """Check each file a build manifest lists (path relative to ``folder``: sha256)."""
+    for name, expected in files.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise CorruptArtifactError(
+                f"{path} is missing although the build manifest lists it; delete {folder} "
+                "and rerun to rebuild")
+        verify_manifest(path, {"sha256": expected})
+
+
 def verify_manifest(artifact: Path, manifest: Mapping[str, Any]) -> None:
     expected = manifest.get("sha256")
     if not expected:

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.io import atomic_path, atomic_write_json, sha256_file, verify_manifest
+from inferbench.io import (
+    CorruptArtifactError,
+    atomic_path,
+    atomic_write_json,
+    sha256_file,
+    verify_manifest,
+)
 
 # variant name -> (how it is made, the variant it is made from)
 VARIANTS: dict[str, tuple[str, str | None]] = {
@@ -61,7 +67,13 @@ def _write_manifest(onnx_path: Path, extra: Mapping[str, Any]) -> dict[str, Any]
 
 def load_verified(onnx_path: Path) -> dict[str, Any]:
     """Manifest of ``onnx_path`` after checking the file against it."""
-    manifest = read_manifest(onnx_path)
+    try:
+        manifest = read_manifest(onnx_path)
+    except (OSError, ValueError) as exc:
+        # No manifest (or a cut-off one): nothing vouches for the file.
+        raise CorruptArtifactError(
+            f"{onnx_path}: its manifest {manifest_path(onnx_path).name} is missing or "
+            f"unreadable ({type(exc).__name__}); delete both and rerun to rebuild") from None
     verify_manifest(onnx_path, manifest)
     return manifest
 

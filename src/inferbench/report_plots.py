@@ -71,6 +71,10 @@ def _empty(out: Path, message: str) -> None:
     _save(fig, out)
 
 
+def _num(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
 # -- speedup heatmap -------------------------------------------------------------------
 
 def speedup_cells(results: Sequence[Mapping[str, Any]], baseline: str | None,
@@ -110,9 +114,9 @@ def speedup_heatmap(results: Sequence[Mapping[str, Any]], baseline: str | None, 
     cmap = plt.get_cmap("RdBu")
     heights = [max(1, len({r["backend"] for r in results if r["target"] == t}))
                for t in targets]
-    fig, axes = plt.subplots(len(targets), 1, squeeze=False,
-                             figsize=(2.6 + 1.45 * len(batches), 1.2 + 0.62 * sum(heights)
-                                      + 0.5 * len(targets)),
+    fig, axes = plt.subplots(len(targets), 1, squeeze=False, layout="constrained",
+                             figsize=(2.8 + 1.45 * len(batches), 1.0 + 0.62 * sum(heights)
+                                      + 0.7 * len(targets)),
                              gridspec_kw={"height_ratios": heights})
     image = None
     for ax, target in zip(axes[:, 0], targets, strict=True):
@@ -133,7 +137,8 @@ def speedup_heatmap(results: Sequence[Mapping[str, Any]], baseline: str | None, 
                 elif "ratio" in cell:
                     ratio = cell["ratio"]
                     mark = "" if ratio.excludes_one else "≈ "
-                    text = f"{mark}{ratio.value:.2f}×\n[{ratio.low:.2f}–{ratio.high:.2f}]"
+                    text = (f"{mark}{_num(ratio.value)}×\n[{_num(ratio.low)}–"
+                            f"{_num(ratio.high)}]")
                     strong = abs(norm(np.log2(ratio.value)) - 0.5) > 0.3
                     color = "white" if strong else "black"
                     style = "normal" if ratio.excludes_one else "italic"
@@ -143,19 +148,21 @@ def speedup_heatmap(results: Sequence[Mapping[str, Any]], baseline: str | None, 
                         style=style)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_yticks(range(len(backends)), backends)
-        ax.set_xlabel("batch size (sequences)")
-        ax.set_title(f"target {target}: p50 speedup over {baseline} [95% CI]")
+        ax.set_xlabel("batch size (sequences)"
+                      + ("\n≈ italic: the 95% CI of the ratio includes 1× (within noise)"
+                         if target == targets[-1] else ""))
+        ax.set_title(f"target {target}: speedup over {baseline}", loc="left")
         ax.set_xticks(np.arange(-0.5, len(batches)), minor=True)
         ax.set_yticks(np.arange(-0.5, len(backends)), minor=True)
         ax.grid(which="minor", color="white", linewidth=1.5)
         ax.tick_params(which="minor", length=0)
     if image is not None:
         bar = fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.9, pad=0.02)
-        ticks = [t for t in range(-6, 7) if -limit <= t <= limit] or [0]
-        bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}×" for t in ticks])
-        bar.set_label("speedup (×, log scale; >1 faster than baseline)")
-    fig.text(0.01, 0.005, "≈ italic: 95% CI of the ratio includes 1× (within noise)",
-             fontsize=8, ha="left", va="bottom")
+        step = max(1, int(np.ceil(2 * np.floor(limit) / 8)))
+        ticks = [t for t in range(-12, 13, step) if -limit <= t <= limit] or [0]
+        bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}×" if t >= 0 else f"1/{2.0 ** -t:g}×"
+                                     for t in ticks])
+        bar.set_label("p50 speedup over the baseline [95% CI] (log scale; >1× faster)")
     _save(fig, out)
 
 
@@ -188,6 +195,7 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
     counts = [len({r["backend"] for r in results if r["target"] == t}) for t in targets]
     fig, axes = plt.subplots(len(targets), 2, squeeze=False,
                              figsize=(12, 0.8 + sum(max(3.0, 0.42 * c) for c in counts)),
+                             sharex="col",
                              gridspec_kw={"width_ratios": [1.05, 1]})
     for (box_ax, trace_ax), target in zip(axes, targets, strict=True):
         rows = sorted((r for r in results if is_ok(r) and r["target"] == target
@@ -204,6 +212,7 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
             box_ax.plot(np.percentile(values, 99), y, marker="|", markersize=12,
                         color="firebrick")
         box_ax.set_yticks(range(1, len(names) + 1), names)
+        box_ax.invert_yaxis()
         box_ax.set_xscale("log")
         box_ax.set_xlabel("end-to-end latency per batch (ms, log scale)")
         box_ax.set_title(f"target {target}, batch {chosen}{note}: box = IQR, whiskers "
@@ -278,7 +287,7 @@ def target_comparison(results: Sequence[Mapping[str, Any]], prices: Mapping[str,
                         ha="center", va="center")
                 ax.set_xticks([])
                 continue
-            names, values, lows, highs, labels = [], [], [], [], []
+            names, values, lows, highs, ticks = [], [], [], [], []
             for backend in backends:
                 row = best.get((target, str(ok[0]["model"]), backend))
                 if row is None:
@@ -291,13 +300,10 @@ def target_comparison(results: Sequence[Mapping[str, Any]], prices: Mapping[str,
                 values.append(cost.value)
                 lows.append(cost.value - cost.low)
                 highs.append(cost.high - cost.value)
-                labels.append(f"bs{row['batch_size']}")
+                ticks.append(f"{backend} (bs {row['batch_size']})")
             ax.bar(range(len(names)), values, color=[colors[n] for n in names],
                    yerr=[lows, highs], capsize=2)
-            for x, (value, label) in enumerate(zip(values, labels, strict=True)):
-                ax.annotate(label, (x, value), textcoords="offset points", xytext=(0, 3),
-                            ha="center", va="bottom", fontsize=7)
-            ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+            ax.set_xticks(range(len(names)), ticks, rotation=30, ha="right")
             ax.set_yscale("log")
             ax.grid(True, axis="y", which="both", alpha=0.3)
         axes[1, 0].set_ylabel("$ per million inferences\nat best throughput (log scale)")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -86,6 +85,8 @@ def bootstrap_ci(samples: np.ndarray, percentile: float, resamples: int,
     if samples.size < 2 or np.all(samples == samples[0]):
         value = float(np.percentile(samples, percentile))
         return value, value
+    from scipy import stats as scipy_stats  # 1 s to import: not for callers that only time
+
     result = scipy_stats.bootstrap(
         (samples,), lambda x, axis: np.percentile(x, percentile, axis=axis),
         n_resamples=resamples, confidence_level=0.95, method="percentile",

@@ -2,13 +2,11 @@ rule aggregate:
     input:
         results=bench_results() + foreign_results(),
         card=rules.prepare_model.output.card,
+        accuracy=accuracy_results(),
     output:
         csv=f"{RESULTS}/summary.csv",
-        table=report(
-            f"{RESULTS}/summary_table.md",
-            caption="../report/summary_table.rst",
-            category="Summary",
-        ),
+        # shown in the report through its HTML view (rule summary_html)
+        table=f"{RESULTS}/summary_table.md",
         latency=report(
             f"{RESULTS}/plots/latency_vs_batch.png",
             caption="../report/latency_vs_batch.rst",
@@ -29,4 +27,4 @@ rule aggregate:
     shell:
         "$IB_PYTHON -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
         " --context {params.context:q} --csv {output.csv:q} --table {output.table:q}"
-        " --plots-dir {params.plots_dir:q} > {log:q} 2>&1"
+        " --plots-dir {params.plots_dir:q} --accuracy {input.accuracy:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def optional_arg(flag, key):
     """Shell argument for an optional named input (empty when the job has none)."""
 
     def render(wildcards, input):
-        return f"{flag} {input[key]}" if key in input.keys() else ""
+        # quoted like {x:q}: results_dir may hold spaces or shell metacharacters
+        return f"{flag} {shlex.quote(str(input[key]))}" if key in input.keys() else ""
 
     return render
 
@@ -197,6 +199,8 @@ def aggregate_context():
             "baseline": config["report"]["baseline"],
             "model": config["model"],
             "expect": ib_config.target_expectations(config),
+            "prices": target_prices(),
+            "accuracy": {"dataset": accuracy_dataset()},
         },
         sort_keys=True,
     )
@@ -208,4 +212,78 @@ def all_outputs():
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/plots/latency_vs_batch.png",
         f"{RESULTS}/plots/throughput_vs_batch.png",
+        *report_outputs(),
+    ]
+
+
+# -- report stage (accuracy, report plots, findings, environment) ---------------------
+# Used by workflow/rules/accuracy.smk and workflow/rules/report.smk.
+
+
+def accuracy_dataset():
+    return config["accuracy"].get("dataset")
+
+
+def accuracy_results():
+    """One accuracy JSON per target and backend, when accuracy.dataset is set."""
+    if not accuracy_dataset():
+        return []
+    return expand(
+        f"{RESULTS}/accuracy/{{target}}/{{model}}/{{backend}}.json",
+        target=TARGETS,
+        model=MODEL,
+        backend=sorted(BACKENDS),
+    )
+
+
+def accuracy_inputs(wildcards):
+    inputs = {
+        "card": rules.prepare_model.output.card,
+        "dataset": accuracy_dataset(),
+        "code": backend_code(wildcards) + [str(PACKAGE / "accuracy.py")],
+    }
+    variant = onnx_variant(wildcards.backend)
+    if variant:
+        inputs["onnx"] = onnx_path(variant)
+    if needs_build(wildcards.backend):
+        inputs["build"] = rules.build_engine.output.manifest.format(**wildcards)
+    return inputs
+
+
+def target_prices():
+    """Target name -> price per hour, for the targets whose price is configured."""
+    return {
+        name: entry["price_per_hour"]
+        for name, entry in config["targets"].items()
+        if entry.get("price_per_hour") is not None
+    }
+
+
+def report_context(*keys):
+    """JSON of the named report settings: each plot gets only what it uses, so that
+    changing, say, a price reruns the cost plot and the findings, nothing else."""
+    facts = {
+        "baseline": config["report"]["baseline"],
+        "distribution_batch": config["report"].get("distribution_batch"),
+        "resamples": config["measurement"]["bootstrap_resamples"],
+        "seed": 0,
+        "prices": target_prices(),
+    }
+    return json.dumps({key: facts[key] for key in keys}, sort_keys=True)
+
+
+def report_code(*modules):
+    """Package modules a report rule runs: editing one reruns the rule."""
+    return [str(PACKAGE / f"{name}.py") for name in modules]
+
+
+def report_outputs():
+    return [
+        rules.plot_speedup.output.png,
+        rules.plot_distributions.output.png,
+        rules.plot_targets.output.png,
+        rules.findings.output.md,
+        rules.findings.output.html,
+        rules.environment.output.html,
+        rules.summary_html.output.html,
     ]

@@ -27,7 +27,7 @@ rule make_inputs:
         seq_len=config["seq_len"],
         seed=config["model"]["seed"],
         sentences=lambda wildcards, input: (
-            f"--sentences {input.sentences}" if input.sentences else ""
+            f"--sentences {shlex.quote(str(input.sentences))}" if input.sentences else ""
         ),
     conda:
         CONDA_ENV

@@ -112,8 +112,13 @@ class OnnxRuntime(Backend):
     def _provider_options(self) -> dict[str, str]:
         if self.spec.device != "cuda":
             return {}
+        import onnxruntime as ort
         import torch
 
+        # Load the CUDA/cuDNN libraries of the installed nvidia-* wheels (the ones
+        # torch uses) before the CUDA EP looks for them.
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
         self.torch = torch
         self.stream = torch.cuda.current_stream()
         options = {"device_id": "0", "user_compute_stream": str(self.stream.cuda_stream)}

@@ -248,9 +248,20 @@ class OrtTensorRT(OnnxRuntime):
         reason = ort_trt_unavailable_reason()
         return Availability.no(reason) if reason else Availability.yes()
 
-    def _session(self, onnx_path: Path, opts: Mapping[str, str]) -> Any:
+    @staticmethod
+    def _preload() -> Any:
+        import importlib
+
+        importlib.import_module("torch")  # first: its CUDA libraries are the ones to share
         import onnxruntime as ort
 
+        if hasattr(ort, "preload_dlls"):
+            # CUDA/cuDNN of the installed nvidia-* wheels, as for the CUDA EP in ``ort``.
+            ort.preload_dlls()
+        return ort
+
+    def _session(self, onnx_path: Path, opts: Mapping[str, str]) -> Any:
+        ort = self._preload()
         options = session_options(self.threads, self.options.graph_optimization_level)
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         # enable_fallback=0: no retry on other providers when the TensorRT EP fails.
@@ -270,8 +281,7 @@ class OrtTensorRT(OnnxRuntime):
               ) -> dict[str, Any]:
         import time
 
-        import onnxruntime as ort
-
+        ort = self._preload()
         if artifacts.onnx is None:
             raise RuntimeError("ort-trt needs the plain ONNX graph")
         calibration = None
@@ -328,7 +338,13 @@ class OrtTensorRT(OnnxRuntime):
                              calibration.get("table"))
         before = engine_files(self.cache_dir)
         self.session = self._session(artifacts.onnx, opts)
-        self.engine_rebuilt = engine_files(self.cache_dir) != before
+        self.engines_at_load = engine_files(self.cache_dir)
+        if self.engines_at_load != before:
+            # Build time must never count as load time: the cache missed.
+            raise RuntimeError(
+                f"the TensorRT EP rebuilt its engine at load instead of using the cache in "
+                f"{self.cache_dir} (engines before: {sorted(before)}, after: "
+                f"{sorted(self.engines_at_load)}); delete that folder and rerun to rebuild")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.binding: Any = None
 
@@ -343,6 +359,9 @@ class OrtTensorRT(OnnxRuntime):
                 "trt_fp16_enable": options.get("trt_fp16_enable"),
                 "trt_int8_enable": options.get("trt_int8_enable"),
                 "tf32": "TensorRT default (the TensorRT EP has no TF32 switch)",
-                "engine_cache": {"engines": sorted(engine_files(self.cache_dir)),
-                                 "rebuilt_at_load": self.engine_rebuilt},
+                "engine_cache": {"engines": sorted(self.engines_at_load),
+                                 # An engine written after the session loaded the cache
+                                 # (e.g. built at the first run instead): not a cache hit.
+                                 "changed_since_load":
+                                     engine_files(self.cache_dir) != self.engines_at_load},
                 "stream": "dedicated non-default torch stream"}

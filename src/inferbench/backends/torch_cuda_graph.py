@@ -44,16 +44,16 @@ class _Captured:
     output: Any
 
 
-@register
-class TorchCudaGraph(TorchEager):
-    kind = "torch-cuda-graph"
-    devices = frozenset({"cuda"})
-    precisions = frozenset({"fp32", "fp16", "bf16"})
-    Options = CudaGraphOptions
+class GraphReplay:
+    """Capture ``self.module`` once per input shape in a CUDA graph, then replay it.
 
-    def load(self, artifacts: Artifacts) -> None:
-        super().load(artifacts)
-        self.module.eval()
+    Shared by backends whose module is a plain callable on device tensors (eager
+    torch, an AOTInductor package). Needs ``module``, ``input_names``, ``torch``.
+    """
+
+    capture_warmup: int = 3
+
+    def init_graphs(self) -> None:
         self.captured: dict[tuple[tuple[int, ...], ...], _Captured] = {}
         # One memory pool for every captured shape of this model.
         self.pool = self.torch.cuda.graph_pool_handle()
@@ -65,7 +65,7 @@ class TorchCudaGraph(TorchEager):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(self.options.capture_warmup):
+            for _ in range(self.capture_warmup):
                 self.module(*static)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
@@ -75,7 +75,7 @@ class TorchCudaGraph(TorchEager):
         torch.cuda.synchronize()
         return _Captured(graph, static, output)
 
-    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+    def graph_prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> _Captured:
         key = tuple(tuple(inputs[name].shape) for name in self.input_names)
         captured = self.captured.get(key)
         if captured is None:
@@ -84,13 +84,31 @@ class TorchCudaGraph(TorchEager):
             buffer.copy_(self.torch.from_numpy(inputs[name]), non_blocking=False)
         return captured
 
-    def run(self, prepared: Any) -> Any:
+    @staticmethod
+    def graph_run(prepared: _Captured) -> Any:
         prepared.graph.replay()
+        # The static output is overwritten by the next replay; to_host copies it out.
         return prepared.output
 
-    def to_host(self, outputs: Any) -> np.ndarray:
-        # The static output is overwritten by the next replay: copy it out.
-        return outputs.float().cpu().numpy()
+
+@register
+class TorchCudaGraph(GraphReplay, TorchEager):
+    kind = "torch-cuda-graph"
+    devices = frozenset({"cuda"})
+    precisions = frozenset({"fp32", "fp16", "bf16"})
+    Options = CudaGraphOptions
+
+    def load(self, artifacts: Artifacts) -> None:
+        super().load(artifacts)
+        self.module.eval()
+        self.capture_warmup = self.options.capture_warmup
+        self.init_graphs()
+
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        return self.graph_prepare_inputs(inputs)
+
+    def run(self, prepared: Any) -> Any:
+        return self.graph_run(prepared)
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "cuda_graph": True,

@@ -301,8 +301,8 @@ class TensorRT(Backend):
         buffers = {}
         for name in self.inputs:
             shape = tuple(int(d) for d in inputs[name].shape)
-            buffers[name] = torch.empty(shape, device="cuda",
-                                        dtype=self._torch_dtype(torch, engine.get_tensor_dtype(name)))
+            dtype = self._torch_dtype(torch, engine.get_tensor_dtype(name))
+            buffers[name] = torch.empty(shape, device="cuda", dtype=dtype)
             if not context.set_input_shape(name, shape):
                 raise RuntimeError(f"input {name} shape {shape} is outside the engine's "
                                    "optimization profile")
@@ -310,8 +310,8 @@ class TensorRT(Backend):
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise RuntimeError(f"output {name} shape {shape} is unresolved")
-            buffers[name] = torch.empty(shape, device="cuda",
-                                        dtype=self._torch_dtype(torch, engine.get_tensor_dtype(name)))
+            dtype = self._torch_dtype(torch, engine.get_tensor_dtype(name))
+            buffers[name] = torch.empty(shape, device="cuda", dtype=dtype)
         for name, tensor in buffers.items():
             if not context.set_tensor_address(name, tensor.data_ptr()):
                 raise RuntimeError(f"TensorRT refused the address of {name}")

@@ -1,0 +1,156 @@
+"""PyTorch AOTInductor: the output wrapper exported and compiled ahead of time.
+
+The build rule exports the wrapper with ``torch.export`` (a dynamic batch dimension
+covering the configured batch sizes), compiles it with
+``torch._inductor.aoti_compile_and_package`` into ``model.pt2`` in the build folder
+and checks the package against the eager module on one batch. The benchmark loads
+that file with ``torch._inductor.aoti_load_package``: compilation time is build
+time, never latency. On the CPU the compiled kernels use the thread count set at
+build time (the config's ``threads``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbench.backends.base import Artifacts
+from inferbench.backends.registry import register
+from inferbench.backends.torch_cuda_graph import GraphReplay
+from inferbench.backends.torch_eager import DTYPES, TorchEager
+from inferbench.config import BackendSpec, ConfigError
+
+PACKAGE_FILE = "model.pt2"
+
+
+@dataclass(frozen=True)
+class AotiOptions:
+    attn_implementation: str = "sdpa"
+    tf32: bool = False
+    # Inductor's autotuning of GEMM/conv templates: slower build, sometimes faster kernels.
+    max_autotune: bool = False
+    # Replay the compiled model from a CUDA graph captured per batch shape: removes
+    # the per-kernel launch cost that dominates small batches.
+    cuda_graph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
+                             f"not {self.attn_implementation!r}")
+
+
+def batch_dim_range(batch_sizes: list[int]) -> tuple[int, int] | None:
+    """(min, max) of the dynamic batch dimension; None when only one batch size is run."""
+    sizes = sorted({int(b) for b in batch_sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch sizes must be positive integers, got {batch_sizes}")
+    return (sizes[0], sizes[-1]) if len(sizes) > 1 else None
+
+
+def example_batch(batch_sizes: list[int]) -> int:
+    """Batch of the export example: not 1 (torch.export specialises size-1 dimensions)."""
+    dims = batch_dim_range(batch_sizes)
+    if dims is None:
+        return int(batch_sizes[0])
+    low, high = dims
+    return min(max(low, 2), high)
+
+
+@register
+class TorchAoti(GraphReplay, TorchEager):
+    kind = "torch-aoti"
+    devices = frozenset({"cpu", "cuda"})
+    precisions = frozenset({"fp32", "fp16", "bf16"})
+    Options = AotiOptions
+    needs = frozenset({"build"})
+
+    @classmethod
+    def check_spec(cls, spec: BackendSpec) -> None:
+        super(TorchEager, cls).check_spec(spec)  # generic checks; the message below names us
+        if spec.device == "cpu" and spec.precision == "fp16":
+            raise ConfigError(f"precision 'fp16' needs device 'cuda' for {cls.kind}")
+        if spec.device == "cpu" and cls.parse_options(spec).cuda_graph:
+            raise ConfigError(f"cuda_graph needs device 'cuda' for {cls.kind}")
+
+    def _example_inputs(self, card: Mapping[str, Any], batch: int, seq_len: int) -> tuple:
+        from inferbench.backends.trt import synthetic_batches
+
+        arrays = synthetic_batches(card, seq_len, batch, 1)[0]
+        return tuple(self.torch.from_numpy(arrays[name]).to(self.spec.device)
+                     for name in card["input_names"])
+
+    def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
+              ) -> dict[str, Any]:
+        torch = self.torch = self._configure_torch()
+        dtype = getattr(torch, DTYPES[self.spec.precision])
+        module = self.load_module(artifacts).to(device=self.spec.device, dtype=dtype).eval()
+        names = list(artifacts.card["input_names"])
+        example = self._example_inputs(artifacts.card, example_batch(batch_sizes), seq_len)
+        dims = batch_dim_range(batch_sizes)
+        dynamic_shapes = None
+        if dims is not None:
+            batch = torch.export.Dim("batch", min=dims[0], max=dims[1])
+            # forward(*args): the spec of the one variadic argument, a tuple per input.
+            dynamic_shapes = (tuple({0: batch} for _ in names),)
+        with torch.no_grad():
+            exported = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
+        package = out_dir / PACKAGE_FILE
+        inductor_configs = {"max_autotune": self.options.max_autotune}
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(package),
+                                                 inductor_configs=inductor_configs)
+
+        # The package must agree with the module it was compiled from.
+        check = self._example_inputs(artifacts.card, min(batch_sizes), seq_len)
+        compiled = torch._inductor.aoti_load_package(str(package))
+        with torch.inference_mode():
+            expected = module(*check).float().cpu().numpy()
+            actual = compiled(*check).float().cpu().numpy()
+        return {
+            "package": PACKAGE_FILE,
+            "torch": torch.__version__,
+            "device": self.spec.device,
+            "precision": self.spec.precision,
+            "dynamic_batch": {"min": dims[0], "max": dims[1]} if dims else None,
+            "example_batch": example_batch(batch_sizes),
+            "seq_len": seq_len,
+            "threads": self.threads,
+            "build_options": {"max_autotune": self.options.max_autotune,
+                              "attn_implementation": self.options.attn_implementation,
+                              "tf32": self.options.tf32},
+            "check_max_abs_vs_eager": float(np.max(np.abs(actual - expected))),
+        }
+
+    def load(self, artifacts: Artifacts) -> None:
+        torch = self._configure_torch()
+        manifest = artifacts.build_manifest
+        if artifacts.build is None:
+            raise RuntimeError("torch-aoti needs its package build")
+        built_with = manifest.get("torch")
+        if built_with and built_with != torch.__version__:
+            raise RuntimeError(f"package was compiled with torch {built_with}, this is "
+                               f"{torch.__version__}: rebuild it (delete its build.json)")
+        package = Path(artifacts.build) / manifest.get("package", PACKAGE_FILE)
+        self.input_names = list(artifacts.card["input_names"])
+        self.module = torch._inductor.aoti_load_package(str(package))
+        self.package = package
+        self.torch = torch
+        if self.options.cuda_graph:
+            self.init_graphs()
+
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        if self.options.cuda_graph:
+            return self.graph_prepare_inputs(inputs)
+        return super().prepare_inputs(inputs)
+
+    def run(self, prepared: Any) -> Any:
+        if self.options.cuda_graph:
+            return self.graph_run(prepared)
+        return super().run(prepared)
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "package": self.package.name,
+                "max_autotune": self.options.max_autotune, "cuda_graph": self.options.cuda_graph}
