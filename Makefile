@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 CORES ?= 1
 
-.PHONY: setup run report test test-fast lint minilm clean
+.PHONY: setup run report test test-fast test-slurm lint minilm clean
 
 # Pinned dependencies; torch==2.13.0 resolves to the CPU wheel on this machine type.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -40,6 +40,12 @@ test-fast: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# Two-target sweep on a real single-node SLURM cluster: needs root and apt, installs
+# slurm-wlm, slurmdbd, mariadb-server and munge (~4 min; docs/cluster.md). `make test`
+# runs it too in CI (CI=true) or with INFERBENCH_SLURM_TEST=1.
+test-slurm: setup
+	SNAKEMAKE=$(abspath $(SNAKEMAKE)) bash tests/slurm/run_slurm_test.sh
 
 clean:
 	rm -rf results logs .snakemake

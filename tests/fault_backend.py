@@ -24,7 +24,7 @@ from inferbench.backends.ort import OnnxRuntime
 from inferbench.backends.registry import register
 
 MODES = ("echo", "jitter", "hang", "raise", "raise_load", "oom", "memory_error", "nan", "inf",
-         "segfault", "sigkill", "unavailable")
+         "segfault", "sigkill", "unavailable", "build_segfault")
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,8 @@ class BuiltFault(FaultBackend):
 
     def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
               ) -> dict[str, Any]:
+        if self.options.mode == "build_segfault":
+            ctypes.string_at(0)  # a compiler or engine loader that crashes the process
         (out_dir / "engine.bin").write_bytes(os.urandom(4096))
         return {"engine": "engine.bin"}
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -309,23 +310,23 @@ def test_ctrl_c_then_rerun_redoes_exactly_the_interrupted_jobs(sweep: dict,
     sweep["configfile"] = configfile  # the config the results now match
 
 
-def test_corrupted_engine_is_reported_then_rebuilt(sweep: dict, tmp_path: Path) -> None:
+def test_corrupted_engine_is_reported_then_rebuilt(sweep: dict) -> None:
     workdir, configfile = sweep["workdir"], sweep["configfile"]
-    engine_dir = sweep["results"] / "engines" / "local" / sweep["model"] / "built"
-    engine = engine_dir / "engine.bin"
-    engine.write_bytes(engine.read_bytes()[:100])  # truncated, e.g. a full disk
+    manifest = sweep["results"] / "engines" / "local" / sweep["model"] / "built" / "build.json"
+    engine = manifest.parent / "engine.bin"
+    engine.write_bytes(engine.read_bytes()[:100])  # truncated, e.g. by a full disk
     row_path = sweep["rows"] / "built" / "bs1.json"
+    # rerun that one benchmark (--until: not the report rules downstream of it)
     forced = snakemake(workdir, configfile, "--cores", "2", "--forcerun", str(row_path),
-                       sweep["target"])
+                       "--until", "aggregate", sweep["target"])
     assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
     row = json.loads(row_path.read_text())
     assert row["status"] == "error" and row["reason"].startswith("corrupt artifact: ")
     assert "engine.bin is corrupt" in row["reason"] and "latency" not in row
     assert any("corrupt artifact" in x for x in table_lines(sweep, "built"))
-    # as the message says: delete the build and rerun; the build and its jobs are redone
-    for path in engine_dir.iterdir():
-        path.unlink()
-    engine_dir.rmdir()
-    dry = snakemake(workdir, configfile, "-n", "--cores", "1", sweep["target"])
+    # the fix the message gives rebuilds the engine, then benchmarks it, and only that
+    assert f"rebuild it with: snakemake --forcerun {shlex.quote(str(manifest))}" in row["reason"]
+    dry = snakemake(workdir, configfile, "-n", "--cores", "1", "--forcerun", str(manifest),
+                    "--until", "aggregate", sweep["target"])
     assert job_counts(dry.stdout + dry.stderr) == {"build_engine": 1, "bench": 1,
                                                    "aggregate": 1}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_snakemake, tiny_config_dict, write_config
+from helpers import REPO, run_snakemake, tiny_config_dict, write_config
 
 from inferbench.aggregate import add_fingerprint_check, header, markdown_table, to_frame
 from inferbench.config import (
@@ -249,3 +249,24 @@ def test_two_local_targets_and_merged_results(tmp_path: Path) -> None:
     flagged = summary[summary.fingerprint_check != ""]
     assert list(flagged.target) == ["a100"], summary[["target", "fingerprint_check"]]
     assert "fingerprint≠target" in (results / "summary_table.md").read_text()
+
+
+@pytest.mark.workflow
+def test_default_config_merges_the_committed_h100_results(tmp_path: Path) -> None:
+    """config/config.yaml reads docs/results/h100 (committed, measured on the GPU
+    machine): its rows go into the default summary as they are, never rerun here."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "sentences.txt").write_text(
+        (REPO / "config" / "sentences.txt").read_text())
+    committed = tmp_path / "docs" / "results" / "h100" / "distilbert-sst2"
+    for backend in ("torch-eager", "trt-fp16"):
+        (committed / backend).mkdir(parents=True)
+        row = result("h100", backend, XEON, H100) | {"model": "distilbert-sst2"}
+        (committed / backend / "bs1.json").write_text(json.dumps(row))
+    out = run_snakemake(tmp_path, REPO / "config" / "config.yaml", "-n", "--cores", "1",
+                        "all")
+    jobs = dry_run_jobs(out.stdout + out.stderr)
+    (aggregate,) = [j for j in jobs if j["rule"] == "aggregate"]
+    for backend in ("torch-eager", "trt-fp16"):
+        assert f"docs/results/h100/distilbert-sst2/{backend}/bs1.json" in aggregate["input"]
+    assert all("/h100/" not in j["output"] for j in jobs if j["rule"] == "bench")

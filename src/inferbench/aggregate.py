@@ -146,7 +146,8 @@ def add_fingerprint_check(frame: pd.DataFrame,
         expected = expected_fingerprint(str(target), expect or {})
         judged = group[group.cpu_model.notna()]
         machines = list(zip(judged.cpu_model, judged.gpu.fillna(""), strict=True))
-        usual = max(set(machines), key=machines.count) if machines else None
+        # (a tie goes to the machine of the target's first row: deterministic)
+        usual = max(machines, key=machines.count) if machines else None
         for index, row in group.iterrows():
             if pd.isna(row.cpu_model):
                 checks.append((index, ""))
@@ -236,9 +237,10 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
                        + (f"; GPU {', '.join(gpu)}" if len(gpu) else ""))
         problems = sorted(set(group.get("fingerprint_check", pd.Series(dtype=object))) - {""})
         if problems:
-            targets.append(f"  - **fingerprint contradicts the target** "
-                           f"({(group.fingerprint_check != '').sum()} rows, marked "
-                           f"`fingerprint≠target`): {'; '.join(problems)}")
+            flagged = int((group.fingerprint_check != "").sum())
+            targets.append(f"  - **fingerprint contradicts the target** ({flagged} "
+                           f"row{'s' if flagged != 1 else ''}, marked `fingerprint≠target`): "
+                           f"{'; '.join(problems)}")
     counts = frame.status.value_counts().to_dict()
     lines += ["Machines:", *targets, "",
               "Rows: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]

@@ -137,7 +137,8 @@ def _measure(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> dict[s
             return {"status": build_manifest.get("status", "error"),
                     "reason": f"build: {build_manifest.get('reason', 'failed')}", **out}
         # The engine files as the build rule hashed them, or no benchmark.
-        verify_files(paths.build_manifest.parent, build_manifest.get("files") or {})
+        verify_files(paths.build_manifest.parent, build_manifest.get("files") or {},
+                     produced_by=paths.build_manifest)
     onnx_manifest = load_verified(paths.onnx) if paths.onnx is not None else {}
     if onnx_manifest:
         out["onnx"] = {k: onnx_manifest.get(k) for k in

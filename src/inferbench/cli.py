@@ -75,26 +75,34 @@ def _job_args(args: argparse.Namespace) -> list[str]:
             if k not in ("func",) and v is not None]
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    """Run the job in a worker process and record a row even if the worker dies.
+def _run_in_worker(worker: str, args: argparse.Namespace, out: Path) -> str | None:
+    """Run ``inferbench <worker>`` with the same arguments in a child process.
 
-    The parent blocks in waitpid (no busy-waiting on a core the benchmark needs).
+    Returns None when the worker wrote ``out``, else how it died. The parent blocks
+    in waitpid (no busy-waiting on a core the benchmark needs). An interrupted
+    worker (the user or the scheduler) leaves nothing, so the job reruns.
     """
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "inferbench", worker, *_job_args(args)]
+    completed = subprocess.run(command, check=False)
+    if completed.returncode == 0 and out.is_file():
+        return None
+    if completed.returncode in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
+        raise SystemExit(completed.returncode)
+    return (f"signal {signal.Signals(-completed.returncode).name}" if completed.returncode < 0
+            else f"exit code {completed.returncode}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """One benchmark job; a row is recorded even if the worker crashes."""
     from inferbench.bench import _now, base_result
     from inferbench.io import atomic_write_json
 
     out = Path(args.out)
-    out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "inferbench", "bench-worker", *_job_args(args)]
     started_at = _now()
-    completed = subprocess.run(command, check=False)
-    if completed.returncode == 0 and out.is_file():
+    how = _run_in_worker("bench-worker", args, out)
+    if how is None:
         return
-    if completed.returncode in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
-        # Interrupted by the user or the scheduler: leave no row; the job reruns.
-        raise SystemExit(completed.returncode)
-    how = (f"signal {signal.Signals(-completed.returncode).name}" if completed.returncode < 0
-           else f"exit code {completed.returncode}")
     result = base_result(json.loads(args.settings), args.batch, args.model, args.target)
     result.update(status="error", reason=f"benchmark worker died ({how}); "
                   "out of memory or a crash in the runtime", started_at=started_at,
@@ -114,6 +122,21 @@ def cmd_bench_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
+    """One engine build; a crashed build (seen: AOTInductor's loader segfaulting)
+    still leaves an error manifest, so its benchmark rows say why."""
+    from inferbench.io import atomic_write_json
+
+    out = Path(args.out)
+    how = _run_in_worker("build-worker", args, out)
+    if how is None:
+        return
+    spec = json.loads(args.settings)["backend"]
+    atomic_write_json(out, {"backend": spec["name"], "kind": spec["kind"], "status": "error",
+                            "reason": f"build worker died ({how}); a crash in the compiler "
+                            "or runtime", "batch_sizes": json.loads(args.batch_sizes)})
+
+
+def cmd_build_worker(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)
     set_thread_env(int(settings["threads"]))
     from inferbench.build import build_engine
@@ -295,11 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--build")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("build", help="backend engine build (TensorRT, AOTInductor, ...)")
-    for arg in ("settings", "batch-sizes", "model-dir", "card", "out"):
-        p.add_argument(f"--{arg}", required=True)
-    p.add_argument("--onnx")
-    p.set_defaults(func=cmd_build)
+    for name, func in (("build", cmd_build), ("build-worker", cmd_build_worker)):
+        p = sub.add_parser(name, help="backend engine build (TensorRT, AOTInductor, ...)"
+                           if name == "build" else argparse.SUPPRESS)
+        for arg in ("settings", "batch-sizes", "model-dir", "card", "out"):
+            p.add_argument(f"--{arg}", required=True)
+        p.add_argument("--onnx")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("aggregate", help="summary table, CSV and plots")
     p.add_argument("--results", nargs="+", required=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -71,15 +72,25 @@ class CorruptArtifactError(RuntimeError):
     """A file does not match the hash its producer recorded."""
 
 
-def verify_files(folder: Path, files: Mapping[str, str]) -> None:
+def rebuild_hint(output: Path) -> str:
+    """How to remake a rule's output: deleting it is not enough while the results made
+    from it exist (Snakemake does not remake a missing intermediate file)."""
+    return f"rebuild it with: snakemake --forcerun {shlex.quote(str(output))}"
+
+
+def verify_files(folder: Path, files: Mapping[str, str], produced_by: Path) -> None:
     """Check each file a build manifest lists (path relative to ``folder``: sha256)."""
     for name, expected in files.items():
         path = Path(folder) / name
         if not path.is_file():
-            raise CorruptArtifactError(
-                f"{path} is missing although the build manifest lists it; delete {folder} "
-                "and rerun to rebuild")
-        verify_manifest(path, {"sha256": expected})
+            problem = "is missing"
+        elif sha256_file(path) != expected:
+            problem = "is corrupt or was changed after it was built"
+        else:
+            continue
+        raise CorruptArtifactError(
+            f"{path} {problem} (its build manifest {Path(produced_by).name} records sha256 "
+            f"{expected[:12]}); {rebuild_hint(produced_by)}")
 
 
 def verify_manifest(artifact: Path, manifest: Mapping[str, Any]) -> None:
@@ -90,4 +101,4 @@ def verify_manifest(artifact: Path, manifest: Mapping[str, Any]) -> None:
     if actual != expected:
         raise CorruptArtifactError(
             f"{artifact} is corrupt or was changed after it was built (sha256 {actual[:12]} "
-            f"!= recorded {expected[:12]}); delete it and rerun to rebuild")
+            f"!= recorded {expected[:12]}); {rebuild_hint(artifact)}")

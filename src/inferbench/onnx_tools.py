@@ -18,6 +18,7 @@ from inferbench.io import (
     CorruptArtifactError,
     atomic_path,
     atomic_write_json,
+    rebuild_hint,
     sha256_file,
     verify_manifest,
 )
@@ -73,7 +74,7 @@ def load_verified(onnx_path: Path) -> dict[str, Any]:
         # No manifest (or a cut-off one): nothing vouches for the file.
         raise CorruptArtifactError(
             f"{onnx_path}: its manifest {manifest_path(onnx_path).name} is missing or "
-            f"unreadable ({type(exc).__name__}); delete both and rerun to rebuild") from None
+            f"unreadable ({type(exc).__name__}); {rebuild_hint(onnx_path)}") from None
     verify_manifest(onnx_path, manifest)
     return manifest
 
@@ -138,7 +139,7 @@ def optimize_onnx(in_path: Path, out_path: Path, card: Mapping[str, Any], opt_le
     model_type = OPTIMIZER_MODEL_TYPES.get(str(card.get("model_type")), "bert")
     optimized = optimizer.optimize_model(
         str(in_path), model_type=model_type, num_heads=int(card.get("num_heads") or 0),
-        hidden_size=int(card.get("hidden_size") or 0), opt_level=opt_level, use_gpu=float16)
+        hidden_size=int(card.get("hidden_size") or 0), opt_level=opt_level, use_gpu=False)
     fusions = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
     if float16:
         # Inputs stay int64 and the output FP32 so every backend sees the same I/O types.

@@ -52,6 +52,22 @@ def backend_colors(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+def _plain_log(axis: Any) -> None:
+    """Plain numbers (0.03, 2, 10) on a log axis instead of powers of ten; minor ticks
+    (2, 3, 5 × 10^k) are labelled only when the axis spans less than 1.5 decades."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(value: float, _: Any) -> str:
+        low, high = sorted(axis.get_view_interval())
+        if low <= 0 or high / low > 30 or value <= 0:
+            return ""
+        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+        return f"{value:g}" if round(mantissa) in (2, 3, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def _save(fig: Any, out: Path) -> None:
     plt = _plt()
     with atomic_path(out) as tmp:
@@ -214,6 +230,7 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
         box_ax.set_yticks(range(1, len(names) + 1), names)
         box_ax.invert_yaxis()
         box_ax.set_xscale("log")
+        _plain_log(box_ax.xaxis)
         box_ax.set_xlabel("end-to-end latency per batch (ms, log scale)")
         box_ax.set_title(f"target {target}, batch {chosen}{note}: box = IQR, whiskers "
                          "p5–p95, red | = p99")
@@ -222,13 +239,17 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
             trace_ax.plot(np.arange(1, values.size + 1), values, linewidth=0.8,
                           color=colors[name], label=f"{name} (n={values.size})")
         trace_ax.set_xscale("log")
+        _plain_log(trace_ax.xaxis)
         trace_ax.set_yscale("log")
+        _plain_log(trace_ax.yaxis)
         trace_ax.set_xlabel("timed iteration (after warm-up, log scale)")
         trace_ax.set_ylabel("latency (ms, log scale)")
         trace_ax.set_title(f"target {target}, batch {chosen}: samples in measurement order")
         trace_ax.grid(True, which="both", alpha=0.3)
         trace_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                         frameon=False)
+        for ax in (box_ax, trace_ax):
+            ax.tick_params(which="both", labelbottom=True)
     fig.tight_layout()
     _save(fig, out)
 
@@ -270,6 +291,7 @@ def target_comparison(results: Sequence[Mapping[str, Any]], prices: Mapping[str,
                 ax.bar(xs, ys, width=bar_w, color=colors[backend], yerr=[lows, highs],
                        capsize=2, error_kw={"linewidth": 0.8}, label=backend)
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlabel("batch size (sequences)")
         ax.set_title(f"target {target}" + (f" (${prices[target]:g}/h)"
@@ -305,6 +327,7 @@ def target_comparison(results: Sequence[Mapping[str, Any]], prices: Mapping[str,
                    yerr=[lows, highs], capsize=2)
             ax.set_xticks(range(len(names)), ticks, rotation=30, ha="right")
             ax.set_yscale("log")
+            _plain_log(ax.yaxis)
             ax.grid(True, axis="y", which="both", alpha=0.3)
         axes[1, 0].set_ylabel("$ per million inferences\nat best throughput (log scale)")
     handles, labels = axes[0, 0].get_legend_handles_labels()

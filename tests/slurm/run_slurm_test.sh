@@ -23,6 +23,7 @@ PARTITIONS=(cpu-a cpu-b)          # = the targets of tests/slurm/targets.yaml
 DB_PORT=3399                      # private MariaDB, TCP on localhost only
 T0=$(date +%s)
 PIDS=()                           # daemons this script started, in start order
+STATE=""                          # munged's and MariaDB's files (they run as their users)
 
 log() { printf '[slurm-test %4ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -35,7 +36,7 @@ stop_daemons() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    [[ ${#PIDS[@]} -gt 0 ]] && log "stopped daemons ${PIDS[*]}"
+    if [[ ${#PIDS[@]} -gt 0 ]]; then log "stopped daemons ${PIDS[*]}"; fi
     PIDS=()
     # Our configs go too: with a slurm.conf naming a cluster that is down, every SLURM
     # client (and so every `snakemake` start, whose slurm plugin runs `scontrol show
@@ -43,6 +44,10 @@ stop_daemons() {
     for conf in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
         if [[ -e $conf ]] && grep -qF "$MARK" "$conf"; then rm -f "$conf"; fi
     done
+    if [[ -n $STATE ]]; then
+        cp "$STATE"/munge/*.log "$STATE"/mysql/*.err "$WORK/logs/" 2>/dev/null || true
+        rm -rf "$STATE"
+    fi
 }
 trap stop_daemons EXIT
 
@@ -77,8 +82,12 @@ if [[ -z ${SNAKEMAKE:-} ]]; then
     [[ -x $SNAKEMAKE ]] || SNAKEMAKE=$(command -v snakemake) || fail "no snakemake"
 fi
 PYTHON=$(dirname "$SNAKEMAKE")/python
-mkdir -p "$WORK"/{logs,slurm/state,slurm/spool,munge,mysql}
-chmod 755 "$WORK"
+mkdir -p "$WORK"/{logs,slurm/state,slurm/spool}
+# munged and mariadbd run as their own users: their files live where those users can
+# reach them (WORK may sit in a private folder, e.g. pytest's tmp_path).
+STATE=$(mktemp -d /tmp/inferbench-slurm-daemons.XXXXXX)
+chmod 755 "$STATE"
+mkdir -p "$STATE"/{munge,mysql}
 log "work dir $WORK"
 
 # --- install -----------------------------------------------------------------------
@@ -102,7 +111,7 @@ if [[ ${#need[@]} -gt 0 ]]; then
         apt-get install -y -q --no-install-recommends "${need[@]}" > "$WORK/logs/apt.log" 2>&1 \
             || fail "apt-get install failed; see $WORK/logs/apt.log"
     fi
-    [[ $created_policy -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+    if [[ $created_policy -eq 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 # (find_spec, not import: importing the plugin probes SLURM, 10 s while it is down)
 if ! "$PYTHON" -c "import importlib.util as u, sys
@@ -113,9 +122,10 @@ fi
 T_INSTALLED=$(date +%s)
 
 # --- configure ---------------------------------------------------------------------
-HOST=$(hostname -s)
 NODE=$(slurmd -C | head -n 1)        # this machine's real CPUs, sockets and memory
 [[ $NODE == NodeName=* ]] || fail "slurmd -C printed: $NODE"
+HOST=${NODE#NodeName=}
+HOST=${HOST%% *}
 mkdir -p /etc/slurm
 
 # Single node, run as root without systemd or cgroups: proctrack/linuxproc and task/none
@@ -178,23 +188,23 @@ chmod 600 /etc/slurm/slurmdbd.conf
 # munged on its standard socket (the SLURM clients' auth plugin only knows that one),
 # as the munge user, with the key the package generated. One already running (not
 # ours) is used as it is and left running.
-if munge -n 2>/dev/null | unmunge > /dev/null 2>&1; then
+if [[ -S /run/munge/munge.socket.2 ]] && munge -n 2>/dev/null | unmunge > /dev/null 2>&1; then
     log "munged already running: using it"
 else
     install -d -o munge -g munge -m 755 /run/munge
-    chown munge:munge "$WORK/munge"
+    chown munge:munge "$STATE/munge"
     start munged setpriv --reuid=munge --regid=munge --init-groups munged --foreground \
-        --log-file="$WORK/munge/munged.log" --seed-file="$WORK/munge/munged.seed"
+        --log-file="$STATE/munge/munged.log" --seed-file="$STATE/munge/munged.seed"
     wait_for 15 munged bash -c "munge -n | unmunge"
 fi
 
-chown mysql:mysql "$WORK/mysql"
-mariadb-install-db --no-defaults --user=mysql --datadir="$WORK/mysql/data" \
+chown mysql:mysql "$STATE/mysql"
+mariadb-install-db --no-defaults --user=mysql --datadir="$STATE/mysql/data" \
     --auth-root-authentication-method=socket --skip-test-db > "$WORK/logs/mariadb-install.log" 2>&1
-DB_SOCKET=$WORK/mysql/mysqld.sock
-start mariadbd mariadbd --no-defaults --user=mysql --datadir="$WORK/mysql/data" \
+DB_SOCKET=$STATE/mysql/mysqld.sock
+start mariadbd mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql/data" \
     --socket="$DB_SOCKET" --port=$DB_PORT --bind-address=127.0.0.1 --skip-name-resolve \
-    --pid-file="$WORK/mysql/mariadbd.pid" --log-error="$WORK/logs/mariadbd.err" \
+    --pid-file="$STATE/mysql/mariadbd.pid" --log-error="$STATE/mysql/mariadbd.err" \
     --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900
 wait_for 30 mariadbd mariadb-admin --socket="$DB_SOCKET" ping
 mariadb --socket="$DB_SOCKET" <<EOF
@@ -269,11 +279,15 @@ for path in results:
     assert job["partition"] == target == slurm["partition"], (path, job, slurm)
     assert job["state"] == "COMPLETED", (path, job)
     assert result["status"] == "ok", (path, result.get("reason"))
-for target in targets:
+for target in targets:   # one device per target: its jobs never overlap
     spans = sorted((j["start"], j["end"]) for j in bench.values() if j["partition"] == target)
     assert len(spans) == 2, (target, spans)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"{target}: bench jobs overlapped {spans}"
+# ... while jobs of different targets do run at the same time
+a, b = ([(j["start"], j["end"]) for j in bench.values() if j["partition"] == t]
+        for t in targets[:2])
+assert any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b), f"never concurrent: {a} {b}"
 summary = pd.read_csv(work / "results" / "summary.csv")
 assert sorted(summary.target.unique()) == sorted(targets), summary.target.unique()
 assert (summary.status == "ok").all(), summary[["target", "backend", "status", "reason"]]

@@ -273,7 +273,7 @@ def report_context(*keys):
 
 
 def report_code(*modules):
-    """Package modules a report rule runs: editing one reruns the rule."""
+    """Package modules a report rule runs; editing one reruns the rule."""
     return [str(PACKAGE / f"{name}.py") for name in modules]
 
 

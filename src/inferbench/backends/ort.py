@@ -131,8 +131,9 @@ class OnnxRuntime(Backend):
 
         assert artifacts.onnx is not None
         options = session_options(self.threads, self.options.graph_optimization_level)
-        if self.spec.device != "cpu":
-            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        # The CUDA EP places shape arithmetic on the CPU by design, so CPU fallback
+        # stays allowed here; a different *first* provider still fails the row, and
+        # CUDA graph capture itself refuses any node outside the CUDA EP.
         self.session = ort.InferenceSession(
             str(artifacts.onnx), options,
             providers=[(self.provider, self._provider_options())])
