@@ -72,19 +72,36 @@ def to_frame(results: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(["target", "model", "backend", "batch_size"], ignore_index=True)
 
 
-def add_speedup(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """Speedup of p50 over the baseline backend at the same target and batch size."""
+def add_speedup(frame: pd.DataFrame, results: list[dict[str, Any]], baseline: str | None
+                ) -> pd.DataFrame:
+    """Speedup of p50 over the baseline row at the same target and batch size.
+
+    The baseline row is chosen as the plots and findings choose it
+    (comparison.baseline_row): on a target without the named baseline, the FP32 row
+    of the baseline's kind on the same device.
+    """
+    from inferbench.comparison import baseline_row
+
     frame = frame.copy()
     frame["speedup_vs_baseline"] = np.nan
+    frame["baseline_backend"] = None
     if not baseline:
         return frame
-    base = frame[(frame.backend == baseline) & (frame.status == "ok")]
-    base_p50 = base.set_index(["target", "model", "batch_size"])["p50_ms"]
-    keys = list(zip(frame.target, frame.model, frame.batch_size, strict=True))
-    reference = [base_p50.get(k, np.nan) for k in keys]
-    ok = frame.status == "ok"
-    frame.loc[ok, "speedup_vs_baseline"] = (np.asarray(reference, dtype=float)[ok.to_numpy()]
-                                            / frame.loc[ok, "p50_ms"].astype(float))
+    p50 = {(r["target"], r["model"], r["backend"], r["batch_size"]):
+           r["latency"]["end_to_end"]["p50"] for r in results if r.get("status") == "ok"}
+    for result in results:
+        if result.get("status") != "ok":
+            continue
+        base = baseline_row(result, results, baseline)
+        if base is None:
+            continue
+        mask = ((frame.target == result["target"]) & (frame.model == result["model"])
+                & (frame.backend == result["backend"])
+                & (frame.batch_size == result["batch_size"]))
+        reference = p50[(base["target"], base["model"], base["backend"], base["batch_size"])]
+        own = p50[(result["target"], result["model"], result["backend"], result["batch_size"])]
+        frame.loc[mask, "speedup_vs_baseline"] = reference / own
+        frame.loc[mask, "baseline_backend"] = base["backend"]
     return frame
 
 
@@ -225,7 +242,8 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
         "for every runtime. Latency is end-to-end per batch (host inputs in, host outputs out, "
         "device synchronised); `device p50` is CUDA-event time on GPU rows. "
         "`seq/s (serial)` is batch / mean latency with one request in flight. "
-        f"Speedup is p50 relative to `{context.get('baseline')}` on the same target and batch. "
+        f"Speedup is p50 relative to `{context.get('baseline')}` on the same target and batch "
+        "(on a target without it: the FP32 row of its kind on the same device). "
         "Confidence intervals are 95% bootstrap intervals of the percentile.",
         "",
     ]
@@ -308,7 +326,8 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
 def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Path,
               table_path: Path, plots_dir: Path,
               accuracy_paths: list[Path] | None = None) -> pd.DataFrame:
-    frame = add_speedup(to_frame(load_results(result_paths)), context.get("baseline"))
+    results = load_results(result_paths)
+    frame = add_speedup(to_frame(results), results, context.get("baseline"))
     frame = add_fingerprint_check(frame, context.get("expect"))
     accuracy = load_results(accuracy_paths or [])
     frame = add_report_columns(frame, context, accuracy)

@@ -286,11 +286,16 @@ def baseline_row(result: Mapping[str, Any], rows: Iterable[Mapping[str, Any]],
     """
     if not baseline:
         return None
+    rows = list(rows)
     same = [r for r in rows if is_ok(r) and r["target"] == result["target"]
             and r["model"] == result["model"] and r["batch_size"] == result["batch_size"]]
     named = next((r for r in same if r["backend"] == baseline), None)
-    if named is None or named["device"] == result["device"]:
+    if named is not None and named["device"] == result["device"]:
         return named
-    local = sorted((r for r in same if r["kind"] == named["kind"] and r["precision"] == "fp32"
+    # A target without the named baseline (a GPU machine's results merged into a CPU
+    # run) still compares with the FP32 row of the baseline's kind on its device.
+    kind = named["kind"] if named is not None else next(
+        (r["kind"] for r in rows if r["backend"] == baseline), None)
+    local = sorted((r for r in same if r["kind"] == kind and r["precision"] == "fp32"
                     and r["device"] == result["device"]), key=lambda r: str(r["backend"]))
     return local[0] if local else named

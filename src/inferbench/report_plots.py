@@ -167,7 +167,10 @@ def speedup_heatmap(results: Sequence[Mapping[str, Any]], baseline: str | None, 
         ax.set_xlabel("batch size (sequences)"
                       + ("\n≈ italic: the 95% CI of the ratio includes 1× (within noise)"
                          if target == targets[-1] else ""))
-        ax.set_title(f"target {target}: speedup over {baseline}", loc="left")
+        used = sorted({c["baseline"] for (t, _, _), c in cells.items()
+                       if t == target and "baseline" in c} | {
+            b for (t, b, _), c in cells.items() if t == target and c.get("status") == "baseline"})
+        ax.set_title(f"target {target}: speedup over {', '.join(used) or baseline}", loc="left")
         ax.set_xticks(np.arange(-0.5, len(batches)), minor=True)
         ax.set_yticks(np.arange(-0.5, len(backends)), minor=True)
         ax.grid(which="minor", color="white", linewidth=1.5)

@@ -23,7 +23,7 @@ rule accuracy:
     log:
         "logs/accuracy/{target}_{model}_{backend}.log",
     shell:
-        "$IB_PYTHON -m inferbench accuracy --settings {params.settings:q}"
+        "\"$IB_PYTHON\" -m inferbench accuracy --settings {params.settings:q}"
         " --model-dir {params.model_dir:q} --card {input.card:q} --dataset {input.dataset:q}"
         " --batch {params.batch} --max-examples {params.max_examples} {params.onnx}"
         " {params.build} --model {wildcards.model} --target {wildcards.target}"

@@ -25,6 +25,6 @@ rule aggregate:
     log:
         "logs/aggregate/aggregate.log",
     shell:
-        "$IB_PYTHON -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench aggregate --results {input.results:q} --card {input.card:q}"
         " --context {params.context:q} --csv {output.csv:q} --table {output.table:q}"
         " --plots-dir {params.plots_dir:q} --accuracy {input.accuracy:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule bench:
     log:
         "logs/bench/{target}_{model}_{backend}_bs{batch}.log",
     shell:
-        "$IB_PYTHON -m inferbench bench --settings {params.settings:q}"
+        "\"$IB_PYTHON\" -m inferbench bench --settings {params.settings:q}"
         " --model-dir {params.model_dir:q} --card {input.card:q} --inputs {input.inputs:q}"
         " --reference {input.reference:q} {params.onnx} {params.build}"
         " --batch {wildcards.batch} --model {wildcards.model} --target {wildcards.target}"

@@ -29,6 +29,6 @@ rule build_engine:
     benchmark:
         "logs/build_engine/{target}_{model}_{backend}.benchmark.tsv"
     shell:
-        "$IB_PYTHON -m inferbench build --settings {params.settings:q}"
+        "\"$IB_PYTHON\" -m inferbench build --settings {params.settings:q}"
         " --batch-sizes {params.batch_sizes:q} --model-dir {params.model_dir:q}"
         " --card {input.card:q} {params.onnx} --out {output.manifest:q} > {log:q} 2>&1"

@@ -19,7 +19,8 @@ USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_me
 PYTHON = "python" if USE_CONDA else sys.executable
 # Shell variables (not params), so the interpreter path never reruns a job.
 shell.prefix(
-    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; IB_PYTHON={PYTHON}; "
+    f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"IB_PYTHON={shlex.quote(PYTHON)}; "
 )
 
 from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)

@@ -11,7 +11,7 @@ rule prepare_model:
     benchmark:
         f"logs/prepare_model/{MODEL}.benchmark.tsv"
     shell:
-        "$IB_PYTHON -m inferbench prepare-model --model {params.model:q}"
+        "\"$IB_PYTHON\" -m inferbench prepare-model --model {params.model:q}"
         " --out-dir {output.model_dir:q} --card {output.card:q} > {log:q} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule make_inputs:
     log:
         "logs/make_inputs/{model}_bs{batch}.log",
     shell:
-        "$IB_PYTHON -m inferbench inputs --model-dir {params.model_dir:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench inputs --model-dir {params.model_dir:q} --card {input.card:q}"
         " --seq-len {params.seq_len} --batch {wildcards.batch} --seed {params.seed}"
         " {params.sentences} --out {output.npz:q} > {log:q} 2>&1"
 
@@ -54,6 +54,6 @@ rule reference:
     log:
         "logs/reference/{model}_bs{batch}.log",
     shell:
-        "$IB_PYTHON -m inferbench reference --model-dir {params.model_dir:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench reference --model-dir {params.model_dir:q} --card {input.card:q}"
         " --inputs {input.npz:q} --out {output.npz:q} --threads {params.threads}"
         " > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule onnx_export:
     benchmark:
         f"logs/onnx_export/{MODEL}.benchmark.tsv"
     shell:
-        "$IB_PYTHON -m inferbench export --model-dir {params.model_dir:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench export --model-dir {params.model_dir:q} --card {input.card:q}"
         " --inputs {input.inputs:q} --reference {input.reference:q} --export {params.export:q}"
         " --out {output.onnx:q} > {log:q} 2>&1"
 
@@ -35,7 +35,7 @@ rule onnx_optimize:
     log:
         f"logs/onnx_optimize/{MODEL}.log",
     shell:
-        "$IB_PYTHON -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
@@ -53,7 +53,7 @@ rule onnx_fp16:
     log:
         f"logs/onnx_fp16/{MODEL}.log",
     shell:
-        "$IB_PYTHON -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
@@ -70,5 +70,5 @@ rule onnx_quantize:
     log:
         "logs/onnx_quantize/{model}_{graph}.log",
     shell:
-        "$IB_PYTHON -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
+        "\"$IB_PYTHON\" -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
         " > {log:q} 2>&1"

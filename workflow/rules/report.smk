@@ -21,7 +21,7 @@ rule plot_speedup:
     log:
         "logs/plot_speedup/plot_speedup.log",
     shell:
-        "$IB_PYTHON -m inferbench plot --kind speedup --results {input.results:q}"
+        "\"$IB_PYTHON\" -m inferbench plot --kind speedup --results {input.results:q}"
         " --context {params.context:q} --out {output.png:q} > {log:q} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule plot_distributions:
     log:
         "logs/plot_distributions/plot_distributions.log",
     shell:
-        "$IB_PYTHON -m inferbench plot --kind distributions --results {input.results:q}"
+        "\"$IB_PYTHON\" -m inferbench plot --kind distributions --results {input.results:q}"
         " --context {params.context:q} --out {output.png:q} > {log:q} 2>&1"
 
 
@@ -63,7 +63,7 @@ rule plot_targets:
     log:
         "logs/plot_targets/plot_targets.log",
     shell:
-        "$IB_PYTHON -m inferbench plot --kind targets --results {input.results:q}"
+        "\"$IB_PYTHON\" -m inferbench plot --kind targets --results {input.results:q}"
         " --context {params.context:q} --out {output.png:q} > {log:q} 2>&1"
 
 
@@ -86,7 +86,7 @@ rule findings:
     log:
         "logs/findings/findings.log",
     shell:
-        "$IB_PYTHON -m inferbench findings --results {input.results:q}"
+        "\"$IB_PYTHON\" -m inferbench findings --results {input.results:q}"
         " --accuracy {input.accuracy:q} --context {params.context:q} --out {output.md:q}"
         " --html {output.html:q} > {log:q} 2>&1"
 
@@ -108,7 +108,7 @@ rule environment:
     log:
         "logs/environment/environment.log",
     shell:
-        "$IB_PYTHON -m inferbench environment --results {input.results:q}"
+        "\"$IB_PYTHON\" -m inferbench environment --results {input.results:q}"
         " --config {params.config:q} --out {output.md:q} --html {output.html:q}"
         " > {log:q} 2>&1"
 
@@ -127,5 +127,5 @@ rule summary_html:
     log:
         "logs/summary_html/summary_html.log",
     shell:
-        "$IB_PYTHON -m inferbench render-html --input {input.table:q} --out {output.html:q}"
+        "\"$IB_PYTHON\" -m inferbench render-html --input {input.table:q} --out {output.html:q}"
         " --title 'inferbench summary' > {log:q} 2>&1"
