@@ -103,12 +103,9 @@ class TorchAoti(GraphReplay, TorchEager):
         torch._inductor.aoti_compile_and_package(exported, package_path=str(package),
                                                  inductor_configs=inductor_configs)
 
-        # The package must agree with the module it was compiled from.
-        check = self._example_inputs(artifacts.card, min(batch_sizes), seq_len)
-        compiled = torch._inductor.aoti_load_package(str(package))
-        with torch.inference_mode():
-            expected = module(*check).float().cpu().numpy()
-            actual = compiled(*check).float().cpu().numpy()
+        # No load of the package here: on the H100 (torch 2.11.0+cu130) loading it in
+        # the process that compiled it segfaulted. The bench job loads it in a fresh
+        # process and checks parity against the FP32 reference on every row.
         return {
             "package": PACKAGE_FILE,
             "torch": torch.__version__,
@@ -121,7 +118,6 @@ class TorchAoti(GraphReplay, TorchEager):
             "build_options": {"max_autotune": self.options.max_autotune,
                               "attn_implementation": self.options.attn_implementation,
                               "tf32": self.options.tf32},
-            "check_max_abs_vs_eager": float(np.max(np.abs(actual - expected))),
         }
 
     def load(self, artifacts: Artifacts) -> None:
