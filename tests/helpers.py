@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,16 @@ def write_config(path: Path, config: dict) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from Snakemake's 'Job stats' table of a dry run."""
+    counts: dict[str, int] = {}
+    if "Job stats:" in dry_run_output:
+        for line in dry_run_output.split("Job stats:", 1)[1].splitlines()[3:]:
+            match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if not match:
+                break
+            counts[match.group(1)] = int(match.group(2))
+    counts.pop("total", None)
+    return counts

@@ -22,7 +22,7 @@ from pathlib import Path
 import fault_backend
 import pytest
 import yaml
-from helpers import REPO, SNAKEMAKE, tiny_config_dict
+from helpers import REPO, SNAKEMAKE, job_counts, tiny_config_dict
 from test_faults import CONFIG_CASES, FNET, bad_config
 
 from inferbench.naming import safe_name
@@ -54,19 +54,6 @@ def snakemake(workdir: Path, configfile: Path, *args: str, profile: bool = True,
 def write(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table of a dry run."""
-    counts: dict[str, int] = {}
-    if "Job stats:" in output:
-        for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
-            match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-            if not match:
-                break
-            counts[match.group(1)] = int(match.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 def files_under(folder: Path) -> dict[str, tuple[int, bytes]]:

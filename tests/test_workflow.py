@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from helpers import run_snakemake, tiny_config_dict, write_config
+from helpers import job_counts, run_snakemake, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -15,21 +14,6 @@ BACKENDS = ["torch-eager", "ort-cpu", "ort-cpu-int8-fused"]
 # The report stage (workflow/rules/report.smk) reruns whenever the results change.
 REPORT_JOBS = {rule: 1 for rule in ("plot_speedup", "plot_distributions", "plot_targets",
                                     "findings", "environment", "summary_html")}
-
-
-def job_counts(dry_run_stdout: str) -> dict[str, int]:
-    """Parse Snakemake's 'Job stats' table of a dry run."""
-    counts: dict[str, int] = {}
-    if "Job stats:" not in dry_run_stdout:
-        return counts
-    table = dry_run_stdout.split("Job stats:", 1)[1]
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        counts[match.group(1)] = int(match.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 def scheduled(workdir: Path, configfile: Path) -> dict[str, int]:
