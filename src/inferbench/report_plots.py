@@ -202,21 +202,24 @@ def distribution_batch(results: Sequence[Mapping[str, Any]], requested: int | No
 
 def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | None, out: Path
                           ) -> None:
-    chosen, note = distribution_batch(results, batch)
-    if chosen is None:
+    # Each target at its own batch: machines measure different batch ranges (the H100
+    # sweep goes to 64, the CPU one to 16) and latencies differ by orders of magnitude.
+    per_target = {t: distribution_batch([r for r in results if r["target"] == t], batch)
+                  for t in _targets(results)}
+    per_target = {t: chosen_note for t, chosen_note in per_target.items()
+                  if chosen_note[0] is not None}
+    if not per_target:
         _empty(out, "No measured rows: nothing to draw.")
         return
     plt = _plt()
     colors = backend_colors(results)
-    targets = [t for t in _targets(results)
-               if any(is_ok(r) and r["target"] == t and r["batch_size"] == chosen
-                      for r in results)]
+    targets = list(per_target)
     counts = [len({r["backend"] for r in results if r["target"] == t}) for t in targets]
     fig, axes = plt.subplots(len(targets), 2, squeeze=False,
                              figsize=(12, 0.8 + sum(max(3.0, 0.42 * c) for c in counts)),
-                             sharex="col",
                              gridspec_kw={"width_ratios": [1.05, 1]})
     for (box_ax, trace_ax), target in zip(axes, targets, strict=True):
+        chosen, note = per_target[target]
         rows = sorted((r for r in results if is_ok(r) and r["target"] == target
                        and int(r["batch_size"]) == chosen), key=lambda r: str(r["backend"]))
         data = [np.asarray(samples_of(r)) for r in rows]
@@ -232,9 +235,14 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
                         color="firebrick")
         box_ax.set_yticks(range(1, len(names) + 1), names)
         box_ax.invert_yaxis()
-        box_ax.set_xscale("log")
-        _plain_log(box_ax.xaxis)
-        box_ax.set_xlabel("end-to-end latency per batch (ms, log scale)")
+        # Log scale only where the rows span a decade or more; below that a log axis
+        # shows a single labelled tick.
+        span = max(v.max() for v in data) / max(min(v.min() for v in data), 1e-9)
+        scale = "log" if span >= 10 else "linear"
+        box_ax.set_xscale(scale)
+        if scale == "log":
+            _plain_log(box_ax.xaxis)
+        box_ax.set_xlabel(f"end-to-end latency per batch (ms{', log scale' * (scale == 'log')})")
         box_ax.set_title(f"target {target}, batch {chosen}{note}: box = IQR, whiskers "
                          "p5–p95, red | = p99")
         box_ax.grid(True, axis="x", which="both", alpha=0.3)
@@ -243,10 +251,11 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
                           color=colors[name], label=f"{name} (n={values.size})")
         trace_ax.set_xscale("log")
         _plain_log(trace_ax.xaxis)
-        trace_ax.set_yscale("log")
-        _plain_log(trace_ax.yaxis)
+        trace_ax.set_yscale(scale)
+        if scale == "log":
+            _plain_log(trace_ax.yaxis)
         trace_ax.set_xlabel("timed iteration (after warm-up, log scale)")
-        trace_ax.set_ylabel("latency (ms, log scale)")
+        trace_ax.set_ylabel(f"latency (ms{', log scale' * (scale == 'log')})")
         trace_ax.set_title(f"target {target}, batch {chosen}: samples in measurement order")
         trace_ax.grid(True, which="both", alpha=0.3)
         trace_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
