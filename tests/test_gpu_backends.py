@@ -424,3 +424,51 @@ def test_harness_fidelity_says_no_cuda():
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 2
     assert "no CUDA device" in run.stderr
+
+
+# -- torch.compile with its Inductor cache as the build artifact ------------------------
+def test_torch_compile_spec_rules() -> None:
+    from inferbench.backends import registry
+    from inferbench.config import BackendSpec, ConfigError
+
+    cls = registry.get("torch-compile")
+    cls.check_spec(BackendSpec("c", "torch-compile", "cuda", "fp16", {}))
+    cls.check_spec(BackendSpec("c", "torch-compile", "cpu", "fp32", {"mode": "default"}))
+    with pytest.raises(ConfigError, match="reduce-overhead"):
+        cls.check_spec(BackendSpec("c", "torch-compile", "cpu", "fp32", {}))
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        cls.check_spec(BackendSpec("c", "torch-compile", "cuda", "fp16", {"mode": "fast"}))
+
+
+def test_torch_compile_build_then_load_from_cache_on_cpu(tiny_model, tmp_path) -> None:
+    """The build fills the Inductor cache in the build folder; a loader reuses it."""
+    import torch
+
+    from inferbench.backends import registry
+    from inferbench.backends.base import Artifacts
+    from inferbench.backends.trt import synthetic_batches
+    from inferbench.build import build_engine
+    from inferbench.config import BackendSpec
+    from inferbench.modeling import load_wrapper
+
+    model_dir, card, seq_len = tiny_model
+    spec = BackendSpec(name="c", kind="torch-compile", device="cpu", precision="fp32",
+                       options={"mode": "default"})
+    settings = {"backend": spec.as_dict(), "threads": 1, "seq_len": seq_len}
+    card_path = tmp_path / "card.json"
+    card_path.write_text(json.dumps(card))
+    manifest = build_engine(settings, [2], model_dir, card_path, None,
+                            tmp_path / "build" / "build.json")
+    assert manifest["status"] == "ok", manifest.get("reason")
+    assert manifest["cache_files"] > 0
+    assert not any(name.startswith("inductor_cache") for name in manifest["files"])
+
+    runner = registry.get("torch-compile")(spec, threads=1)
+    runner.load(Artifacts(model_dir=model_dir, card=card, build=tmp_path / "build",
+                          build_manifest=manifest))
+    inputs = synthetic_batches(card, seq_len, 2, 1, seed=5)[0]
+    out = runner.to_host(runner.run(runner.prepare_inputs(inputs)))
+    with torch.inference_mode():
+        expected = load_wrapper(model_dir, card)(
+            *[torch.from_numpy(inputs[n]) for n in card["input_names"]])
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-4, rtol=0)

@@ -42,11 +42,15 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
                                   build=out_dir)
             start = time.perf_counter()
             details = backend.build(artifacts, out_dir, batch_sizes, int(settings["seq_len"]))
+            # A backend may name working caches that its runtime keeps updating (and
+            # validates itself, like Inductor's): those are not frozen by hashes.
+            unhashed = tuple(details.get("unhashed", ()))
             manifest.update(status="ok", build_s=time.perf_counter() - start, **details)
             # Paths relative to the build folder; the bench job checks each hash.
             manifest["files"] = {str(p.relative_to(out_dir)): sha256_file(p)
                                  for p in sorted(out_dir.rglob("*"))
-                                 if p.is_file() and p != manifest_path}
+                                 if p.is_file() and p != manifest_path
+                                 and p.relative_to(out_dir).parts[0] not in unhashed}
         except Exception as exc:
             manifest.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:2000],
                             traceback=traceback.format_exc(limit=8)[-4000:])

@@ -1,0 +1,120 @@
+"""PyTorch ``torch.compile`` (Inductor) with its cache directory as the build artifact.
+
+The build rule compiles the output wrapper once per configured batch size with
+``TORCHINDUCTOR_CACHE_DIR`` pointing into the build folder, so Inductor's FX-graph
+and autotuning caches land there. The benchmark job points Inductor at the same
+folder and compiles again: Dynamo re-traces, Inductor hits its cache, and that
+time is cold start (load), never latency. ``mode="reduce-overhead"`` adds CUDA
+graphs on CUDA. This is the compiled-engine path that worked where an AOTInductor
+package crashed its loader (torch 2.11 on the H100).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbench.backends.base import Artifacts
+from inferbench.backends.registry import register
+from inferbench.backends.torch_eager import DTYPES, TorchEager
+from inferbench.config import BackendSpec, ConfigError
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CACHE_SUBDIR = "inductor_cache"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    attn_implementation: str = "sdpa"
+    tf32: bool = False
+    mode: str = "reduce-overhead"
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
+                             f"not {self.attn_implementation!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+
+
+def use_cache_dir(build_dir: Path) -> Path:
+    """Point Inductor's on-disk caches at the build folder (read at compile time)."""
+    cache = Path(build_dir) / CACHE_SUBDIR
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+    return cache
+
+
+@register
+class TorchCompile(TorchEager):
+    kind = "torch-compile"
+    devices = frozenset({"cpu", "cuda"})
+    precisions = frozenset({"fp32", "fp16", "bf16"})
+    Options = CompileOptions
+    needs = frozenset({"build"})
+
+    @classmethod
+    def check_spec(cls, spec: BackendSpec) -> None:
+        super(TorchEager, cls).check_spec(spec)  # the generic checks
+        options = cls.parse_options(spec)
+        if spec.device == "cpu" and spec.precision == "fp16":
+            raise ConfigError(f"precision 'fp16' needs device 'cuda' for {cls.kind}")
+        if spec.device == "cpu" and options.mode == "reduce-overhead":
+            raise ConfigError("mode 'reduce-overhead' (CUDA graphs) needs device 'cuda'; "
+                              "use mode 'default' on the CPU")
+
+    def _compiled(self, artifacts: Artifacts) -> Any:
+        torch = self.torch = self._configure_torch()
+        dtype = getattr(torch, DTYPES[self.spec.precision])
+        module = self.load_module(artifacts).to(device=self.spec.device, dtype=dtype).eval()
+        # One graph per batch size (dynamic=False): the shapes a job runs are static.
+        return torch.compile(module, mode=self.options.mode, dynamic=False, fullgraph=True)
+
+    def _run_once(self, compiled: Any, card: Mapping[str, Any], batch: int, seq_len: int
+                  ) -> None:
+        from inferbench.backends.trt import synthetic_batches
+
+        arrays = synthetic_batches(card, seq_len, batch, 1)[0]
+        tensors = [self.torch.from_numpy(arrays[n]).to(self.spec.device)
+                   for n in card["input_names"]]
+        with self.torch.inference_mode():
+            for _ in range(3):  # reduce-overhead records its CUDA graph on a later call
+                compiled(*tensors)
+        self.synchronize()
+
+    def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
+              ) -> dict[str, Any]:
+        cache = use_cache_dir(out_dir)
+        compiled = self._compiled(artifacts)
+        for batch in sorted(batch_sizes):
+            self._run_once(compiled, artifacts.card, batch, seq_len)
+        return {"cache_dir": CACHE_SUBDIR, "unhashed": [CACHE_SUBDIR],
+                "torch": self.torch.__version__,
+                "mode": self.options.mode, "batch_sizes": sorted(batch_sizes),
+                "cache_files": sum(1 for p in cache.rglob("*") if p.is_file())}
+
+    def load(self, artifacts: Artifacts) -> None:
+        if artifacts.build is None:
+            raise RuntimeError("torch-compile needs its build (the Inductor cache)")
+        built_with = artifacts.build_manifest.get("torch")
+        use_cache_dir(Path(artifacts.build))
+        self.input_names = list(artifacts.card["input_names"])
+        self.module = self._compiled(artifacts)
+        if built_with and built_with != self.torch.__version__:
+            raise RuntimeError(f"cache was built with torch {built_with}, this is "
+                               f"{self.torch.__version__}: rebuild it")
+
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        if self.spec.device == "cuda" and self.options.mode == "reduce-overhead":
+            # CUDA-graph trees own their output buffers until the next step.
+            self.torch.compiler.cudagraph_mark_step_begin()
+        return super().prepare_inputs(inputs)
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "mode": self.options.mode, "compiler": "inductor"}
