@@ -21,7 +21,7 @@ import numpy as np
 from inferbench.backends.base import Artifacts
 from inferbench.backends.registry import register
 from inferbench.backends.torch_cuda_graph import GraphReplay
-from inferbench.backends.torch_eager import DTYPES, TorchEager
+from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
 from inferbench.config import BackendSpec, ConfigError
 
 PACKAGE_FILE = "model.pt2"
@@ -38,9 +38,7 @@ class AotiOptions:
     cuda_graph: bool = False
 
     def __post_init__(self) -> None:
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
-                             f"not {self.attn_implementation!r}")
+        check_attn_implementation(self.attn_implementation)
 
 
 def batch_dim_range(batch_sizes: list[int]) -> tuple[int, int] | None:
@@ -70,9 +68,7 @@ class TorchAoti(GraphReplay, TorchEager):
 
     @classmethod
     def check_spec(cls, spec: BackendSpec) -> None:
-        super(TorchEager, cls).check_spec(spec)  # generic checks; the message below names us
-        if spec.device == "cpu" and spec.precision == "fp16":
-            raise ConfigError(f"precision 'fp16' needs device 'cuda' for {cls.kind}")
+        super().check_spec(spec)
         if spec.device == "cpu" and cls.parse_options(spec).cuda_graph:
             raise ConfigError(f"cuda_graph needs device 'cuda' for {cls.kind}")
 

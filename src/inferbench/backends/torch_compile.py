@@ -21,7 +21,7 @@ import numpy as np
 
 from inferbench.backends.base import Artifacts
 from inferbench.backends.registry import register
-from inferbench.backends.torch_eager import DTYPES, TorchEager
+from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
 from inferbench.config import BackendSpec, ConfigError
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -35,9 +35,7 @@ class CompileOptions:
     mode: str = "reduce-overhead"
 
     def __post_init__(self) -> None:
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
-                             f"not {self.attn_implementation!r}")
+        check_attn_implementation(self.attn_implementation)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
 
@@ -61,10 +59,8 @@ class TorchCompile(TorchEager):
 
     @classmethod
     def check_spec(cls, spec: BackendSpec) -> None:
-        super(TorchEager, cls).check_spec(spec)  # the generic checks
+        super().check_spec(spec)
         options = cls.parse_options(spec)
-        if spec.device == "cpu" and spec.precision == "fp16":
-            raise ConfigError(f"precision 'fp16' needs device 'cuda' for {cls.kind}")
         if spec.device == "cpu" and options.mode == "reduce-overhead":
             raise ConfigError("mode 'reduce-overhead' (CUDA graphs) needs device 'cuda'; "
                               "use mode 'default' on the CPU")

@@ -19,7 +19,7 @@ import numpy as np
 
 from inferbench.backends.base import Artifacts
 from inferbench.backends.registry import register
-from inferbench.backends.torch_eager import TorchEager
+from inferbench.backends.torch_eager import TorchEager, check_attn_implementation
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ class CudaGraphOptions:
     capture_warmup: int = 3
 
     def __post_init__(self) -> None:
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
-                             f"not {self.attn_implementation!r}")
+        check_attn_implementation(self.attn_implementation)
         if self.capture_warmup < 1:
             raise ValueError("capture_warmup must be >= 1")
 

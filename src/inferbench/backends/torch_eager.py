@@ -16,6 +16,12 @@ from inferbench.config import BackendSpec, ConfigError
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
+def check_attn_implementation(value: str) -> None:
+    """The attention implementations transformers can trace for every torch backend."""
+    if value not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', not {value!r}")
+
+
 @dataclass(frozen=True)
 class TorchOptions:
     attn_implementation: str = "sdpa"
@@ -23,9 +29,7 @@ class TorchOptions:
     tf32: bool = False
 
     def __post_init__(self) -> None:
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', "
-                             f"not {self.attn_implementation!r}")
+        check_attn_implementation(self.attn_implementation)
 
 
 def torch_availability(spec: BackendSpec) -> Availability:
@@ -50,7 +54,7 @@ class TorchEager(Backend):
     def check_spec(cls, spec: BackendSpec) -> None:
         super().check_spec(spec)
         if spec.device == "cpu" and spec.precision == "fp16":
-            raise ConfigError("precision 'fp16' needs device 'cuda' for torch-eager "
+            raise ConfigError(f"precision 'fp16' needs device 'cuda' for {cls.kind} "
                               "(CPU half-precision kernels are not a deployment target)")
 
     def availability(self) -> Availability:
