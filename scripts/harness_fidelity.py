@@ -4,7 +4,7 @@
 Loads one backend through the registry exactly as the benchmark job does (same
 config, same artifacts from the workflow's results folder), puts the inputs on the
 device once, then times N calls of ``backend.run`` with its own CUDA events, without
-inferbench.stats or inferbench.bench, synchronising after every call as the
+inferbench.measure.stats or inferbench.measure.harness, synchronising after every call as the
 harness's loop does. Its p50 is compared with ``latency.device.p50`` of the
 workflow's result JSON for the same backend and batch size.
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
 
-    from inferbench.gpu import cuda_unavailable_reason
+    from inferbench.measure.gpu import cuda_unavailable_reason
 
     reason = cuda_unavailable_reason()
     if reason:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from inferbench.backends import registry
     from inferbench.backends.base import Artifacts
-    from inferbench.prepare import load_inputs, read_json
+    from inferbench.prepare.model import load_inputs, read_json
 
     backend = registry.get(spec.kind)(spec, threads)
     availability = backend.availability()

@@ -10,7 +10,7 @@ from helpers import run_snakemake, tiny_config_dict, write_config  # noqa: F401 
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Prepared tiny model dir, card, inputs (batch 2) and FP32 reference."""
     from inferbench.config import validate_config
-    from inferbench.prepare import build_inputs, compute_reference, prepare_model
+    from inferbench.prepare.model import build_inputs, compute_reference, prepare_model
 
     config = validate_config(tiny_config_dict())
     root = tmp_path_factory.mktemp("tiny_model")

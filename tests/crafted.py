@@ -1,5 +1,5 @@
-"""Crafted inputs for the report tests: result dicts shaped like bench.py writes them
-(raw samples and the statistics derived from them), and a tiny BERT model directory
+"""Crafted inputs for the report tests: result records made through the result model
+(raw samples per launch and the statistics derived from them), and a tiny BERT model directory
 with a tokenizer trained offline."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.stats import summarize
+from inferbench.measure.stats import view_stats
+from inferbench.results import VIEW_UNITS, VIEWS, Result, View
 
 SENTENCES = [
     "a good film with a great cast", "a bad film with a dull plot", "good acting and good music",
@@ -32,30 +33,40 @@ def make_result(backend: str, batch: int, median_ms: float | None, *, kind: str 
                 precision: str = "fp32", device: str = "cpu", target: str = "local",
                 options: dict[str, Any] | None = None, cv: float = 0.02, n: int = 200,
                 device_ms: float | None = None, status: str = "ok", model: str = "m",
-                reason: str = "") -> dict[str, Any]:
-    """One result row; ``device_ms`` adds device-time samples (a GPU row)."""
-    result: dict[str, Any] = {
-        "schema_version": 1, "status": status, "reason": reason, "target": target,
-        "model": model, "backend": backend, "kind": kind or backend, "device": device,
-        "precision": precision, "options": options or {}, "batch_size": batch, "seq_len": 16,
-        "threads": 1,
-    }
-    if status != "ok" or median_ms is None:
-        return result
+                reason: str = "", launches: int = 1) -> dict[str, Any]:
+    """One result record (schema 2, through the result model); ``device_ms`` adds
+    gpu_compute samples (a GPU row); samples are split over ``launches``."""
+    result = Result(target=target, model=model, backend=backend, kind=kind or backend,
+                    device=device, precision=precision, options=options or {},
+                    batch_size=batch, seq_len=16, threads=1, status=status, reason=reason)
+    if status not in ("ok", "contended") or median_ms is None:
+        return result.to_dict()
     e2e = samples(median_ms, n, cv, seed=f"{target}/{backend}/{batch}")
-    latency: dict[str, Any] = {"end_to_end": {**summarize(e2e, batch, 200), "samples": e2e}}
+    views = {"latency": e2e}
     if device_ms is not None:
         dev = samples(device_ms, n, cv, seed=f"{target}/{backend}/{batch}/device")
-        if device_ms == median_ms:
-            dev = list(e2e)
-        latency["device"] = {**summarize(dev, batch, 200), "samples": dev}
-    result.update(latency=latency, noisy=False,
-                  stopping={"criteria_met": True, "iterations": n},
-                  fingerprint={"cpu_model": "Test CPU", "gpus": [], "packages": {"torch": "x"},
-                               "python": "3.11", "os": "Linux", "threads": {"intra_op": 1,
-                                                                           "inter_op": 1},
-                               "git_revision": "abc", "hostname": "h"})
-    return result
+        views["gpu_compute"] = list(e2e) if device_ms == median_ms else dev
+    views["throughput"] = [batch / (v / 1e3) for v in e2e[: max(launches, 3)]]
+    for name in VIEWS:
+        if name not in views:
+            result.views[name] = View.na(name, "CPU backend: no device timer")
+            continue
+        groups = [list(g) for g in np.array_split(np.asarray(views[name]), launches)]
+        view = View(name, VIEW_UNITS[name], groups)
+        view.stats = view_stats(groups, 200)
+        result.views[name] = view
+    result.launches = launches
+    result.primary_view = "gpu_compute" if device_ms is not None else "latency"
+    if device_ms is not None:
+        result.host_overhead_ms = (result.views["latency"].stats.p50  # type: ignore[union-attr]
+                                   - result.views["gpu_compute"].stats.p50)  # type: ignore[union-attr]
+    result.noisy = False
+    result.stopping = {"criteria_met": True, "iterations": n, "stop_reasons": ["minimums_met"]}
+    result.fingerprint = {"cpu_model": "Test CPU", "gpus": [], "packages": {"torch": "x"},
+                          "python": "3.11", "os": "Linux", "threads": {"intra_op": 1,
+                                                                      "inter_op": 1},
+                          "git_revision": "abc", "hostname": "h"}
+    return result.to_dict()
 
 
 def write_results(folder: Path, results: list[dict[str, Any]]) -> list[Path]:

@@ -13,7 +13,8 @@ import pytest
 from crafted import build_tiny_bert, sst2_rows, write_tsv
 from helpers import run_snakemake, write_config
 
-from inferbench.accuracy import (
+from inferbench.config import job_settings, validate_config
+from inferbench.measure.accuracy import (
     DatasetError,
     accuracy_frame,
     compare_accuracy,
@@ -24,7 +25,6 @@ from inferbench.accuracy import (
     skip_reason,
     wilson,
 )
-from inferbench.config import job_settings, validate_config
 
 # -- dataset ---------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ def test_no_dataset_reason() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from inferbench.prepare import prepare_model
+    from inferbench.prepare.model import prepare_model
 
     root = tmp_path_factory.mktemp("tinybert")
     source = build_tiny_bert(root / "source")
@@ -184,7 +184,7 @@ def test_compare_accuracy_delta_interval() -> None:
     close, far = compared["int8-close"]["delta"], compared["int8-far"]["delta"]
     assert close.low <= 0 <= close.high  # one flip in 200: within noise
     assert far.high < 0 and far.value == pytest.approx(-0.2)
-    from inferbench.findings import accuracy_findings
+    from inferbench.report.findings import accuracy_findings
 
     found = {f.subject: f for f in accuracy_findings(rows, "fp32", 500)}
     assert not found["int8-close"].supported and "within noise" in found["int8-close"].text
@@ -194,7 +194,7 @@ def test_compare_accuracy_delta_interval() -> None:
 def test_summary_gets_accuracy_columns(tmp_path: Path) -> None:
     from crafted import make_result
 
-    from inferbench.aggregate import aggregate
+    from inferbench.report.table import aggregate
 
     results = [make_result("fp32", 1, 1.0, model="m"), make_result("int8", 1, 0.8, model="m",
                                                                        precision="int8")]

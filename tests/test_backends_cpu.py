@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from inferbench.bench import JobPaths, run_job
 from inferbench.config import job_settings
-from inferbench.onnx_tools import export_onnx, optimize_onnx, quantize_onnx
-from inferbench.prepare import load_inputs
+from inferbench.measure.harness import JobPaths
+from inferbench.measure.harness import run_in_process as run_job
+from inferbench.prepare.model import load_inputs
+from inferbench.prepare.onnx import export_onnx, optimize_onnx, quantize_onnx
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,16 @@ def test_backend_is_ok_and_within_parity(backend: str, tiny_model: dict,
     assert result["parity"]["max_abs"] <= tolerance
     assert result["parity"]["label_agreement"] >= config["parity"][spec.precision][
         "min_agreement"]
-    e2e = result["latency"]["end_to_end"]
-    assert len(e2e["samples"]) == e2e["count"] >= config["measurement"]["min_iterations"]
+    latency = result["views"]["latency"]
+    repeats = config["measurement"]["repeats"]
+    assert result["launches"] == len(latency["samples"]) == repeats
+    assert all(len(s) >= config["measurement"]["min_iterations"] for s in latency["samples"])
+    assert latency["stats"]["count"] == sum(len(s) for s in latency["samples"])
+    # a CPU row has no device view, and says so rather than copying another view
+    assert result["views"]["gpu_compute"]["samples"] == []
+    assert "no device timer" in result["views"]["gpu_compute"]["not_applicable"]
+    assert result["views"]["throughput"]["stats"]["p50"] > 0
+    assert result["host_overhead_ms"] is None
     assert result["cold_start"]["load_s"] > 0 and result["memory"]["peak_rss_mib"] > 50
     assert result["fingerprint"]["threads"]["intra_op"] == config["threads"]
     if spec.kind == "ort":

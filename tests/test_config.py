@@ -16,7 +16,7 @@ def test_default_and_shipped_configs_are_valid() -> None:
     assert config["batch_sizes"] == [1, 4, 8, 16]
     assert config["seq_len"] == 128
     # defaults filled in from the schema
-    assert config["measurement"]["bootstrap_resamples"] == 2000
+    assert config["measurement"]["max_iterations"] == 100000
     assert config["export"]["exporter"] == "torchscript"
 
 

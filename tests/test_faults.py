@@ -21,9 +21,10 @@ import fault_backend  # registers the fault-injecting backends in this process
 import pytest
 from helpers import tiny_config_dict
 
-from inferbench.bench import JobPaths, run_job
 from inferbench.config import ConfigError, job_settings, validate_config
 from inferbench.io import CorruptArtifactError, atomic_write_json, sha256_file
+from inferbench.measure.harness import JobPaths
+from inferbench.measure.harness import run_in_process as run_job
 from inferbench.naming import safe_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def test_results_dir_that_snakemake_would_misread_is_rejected(results_dir: str) 
 # -- 2. model source ----------------------------------------------------------------
 
 def test_hub_id_offline_fails_with_the_fix(tmp_path: Path, monkeypatch) -> None:
-    from inferbench.prepare import ModelSourceError, prepare_model
+    from inferbench.prepare.model import ModelSourceError, prepare_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
@@ -240,7 +241,7 @@ def _no_config(path: Path) -> Path:
 ])
 def test_local_model_path_problems_are_model_source_errors(tmp_path: Path, make,
                                                            fragment: str) -> None:
-    from inferbench.prepare import ModelSourceError, prepare_model
+    from inferbench.prepare.model import ModelSourceError, prepare_model
 
     path = make(tmp_path / "my model")
     with pytest.raises(ModelSourceError, match=r"model\.path") as info:
@@ -256,8 +257,8 @@ FNET = {"model_type": "fnet", "vocab_size": 1000, "hidden_size": 32, "num_hidden
 
 def test_model_type_without_onnx_export_is_a_clear_export_error(tmp_path: Path) -> None:
     """FNet's Fourier mixing (aten::fft_fftn) has no ONNX operator."""
-    from inferbench.onnx_tools import ExportError, export_onnx
-    from inferbench.prepare import build_inputs, compute_reference, prepare_model
+    from inferbench.prepare.model import build_inputs, compute_reference, prepare_model
+    from inferbench.prepare.onnx import ExportError, export_onnx
 
     card = prepare_model({"source": "architecture", "id": "google/fnet-base",
                           "architecture": FNET}, tmp_path / "hf", tmp_path / "card.json")
@@ -341,9 +342,9 @@ def test_backend_fault_becomes_a_row_with_its_reason(tiny_model: dict, tmp_path:
     assert row["started_at"] <= row["finished_at"]
     assert row["backend"] == "b" and row["batch_size"] == 2
     if status == "error":
-        assert "latency" not in row and row["traceback"]
+        assert not row["views"] and row["traceback"]
     if status == "parity_failed":  # measured, kept, and marked
-        assert row["latency"]["end_to_end"]["count"] >= 5
+        assert row["views"]["latency"]["stats"]["count"] >= 5
 
 
 def test_wrong_execution_provider_is_refused(tiny_model: dict, tmp_path: Path) -> None:
@@ -354,7 +355,7 @@ def test_wrong_execution_provider_is_refused(tiny_model: dict, tmp_path: Path) -
     assert row["status"] == "error"
     assert "['CPUExecutionProvider'] instead of CUDAExecutionProvider" in row["reason"]
     assert "refusing a silent fallback" in row["reason"]
-    assert "latency" not in row
+    assert not row["views"]
 
 
 def test_worker_killed_by_a_signal_leaves_an_error_row(tiny_model: dict,
@@ -367,7 +368,7 @@ def test_worker_killed_by_a_signal_leaves_an_error_row(tiny_model: dict,
         assert proc.returncode == 0, proc.stderr[-2000:]  # the job succeeds: its row says why
         row = json.loads((tmp_path / f"{mode}.json").read_text())
         assert row["status"] == "error"
-        assert f"benchmark worker died (signal {signame})" in row["reason"]
+        assert f"benchmark process died (signal {signame})" in row["reason"]
         assert row["started_at"] <= row["finished_at"]
 
 
@@ -388,10 +389,10 @@ def test_crashed_build_leaves_an_error_manifest(tiny_model: dict, tmp_path: Path
 @pytest.fixture(scope="module")
 def summary(tiny_model: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """aggregate() over rows of a good, a crashing, a NaN and a jittery backend."""
-    from inferbench.aggregate import aggregate
+    from inferbench.report.table import aggregate
 
     folder = tmp_path_factory.mktemp("summary")
-    rows = {mode: run_fault(tiny_model, folder, mode, noisy_cv=0.3, min_iterations=9)
+    rows = {mode: run_fault(tiny_model, folder, mode, noisy_rel_ci=0.05, min_iterations=9)
             for mode in ("echo", "raise", "nan", "jitter")}
     paths = []
     for mode, row in rows.items():
@@ -490,7 +491,7 @@ def test_truncated_onnx_is_refused_not_benchmarked(tiny_model: dict, tmp_path: P
     assert row["reason"].startswith("corrupt artifact: ")
     assert "sha256" in row["reason"]
     assert f"rebuild it with: snakemake --forcerun {shlex.quote(str(onnx))}" in row["reason"]
-    assert "cold_start" not in row and "latency" not in row  # never loaded, never timed
+    assert row["cold_start"] is None and not row["views"]  # never loaded, never timed
 
 
 def test_onnx_without_its_manifest_is_refused(tiny_model: dict, tmp_path: Path) -> None:
@@ -499,11 +500,11 @@ def test_onnx_without_its_manifest_is_refused(tiny_model: dict, tmp_path: Path) 
     row = run_job(settings_for("ort", {"graph": "plain"}), 2, job_paths(tiny_model, onnx=onnx),
                   "tiny-distilbert", "local", tmp_path / "row.json")
     assert row["status"] == "error" and "manifest plain.onnx.json is missing" in row["reason"]
-    assert "latency" not in row
+    assert not row["views"]
 
 
 def test_truncated_onnx_is_refused_by_the_rules_that_read_it(tmp_path: Path) -> None:
-    from inferbench.onnx_tools import optimize_onnx, quantize_onnx
+    from inferbench.prepare.onnx import optimize_onnx, quantize_onnx
 
     onnx = trivial_onnx(tmp_path / "plain.onnx")
     truncate(onnx)
@@ -515,7 +516,7 @@ def test_truncated_onnx_is_refused_by_the_rules_that_read_it(tmp_path: Path) -> 
 
 
 def test_truncated_engine_file_is_refused(tiny_model: dict, tmp_path: Path) -> None:
-    from inferbench.build import build_engine
+    from inferbench.prepare.engines import build_engine
 
     reference = str(tiny_model["root"] / "reference.npz")
     settings = settings_for("fault-built", {"reference": reference})
@@ -529,23 +530,24 @@ def test_truncated_engine_file_is_refused(tiny_model: dict, tmp_path: Path) -> N
     truncate(manifest.parent / "engine.bin")
     row = run_job(settings, 2, paths, "tiny-distilbert", "local", tmp_path / "row.json")
     assert row["status"] == "error" and row["reason"].startswith("corrupt artifact: ")
-    assert "engine.bin is corrupt" in row["reason"] and "latency" not in row
+    assert "engine.bin is corrupt" in row["reason"] and not row["views"]
     assert f"rebuild it with: snakemake --forcerun {shlex.quote(str(manifest))}" in row["reason"]
     (manifest.parent / "engine.bin").unlink()
     row = run_job(settings, 2, paths, "tiny-distilbert", "local", tmp_path / "row.json")
-    assert "engine.bin is missing" in row["reason"] and "latency" not in row
+    assert "engine.bin is missing" in row["reason"] and not row["views"]
 
 
 # -- 7. noise -----------------------------------------------------------------------------
 
 def test_noisy_row_is_flagged_not_hidden(summary: dict) -> None:
     noisy = summary["rows"]["jitter"]
-    e2e = noisy["latency"]["end_to_end"]
-    assert noisy["status"] == "ok" and e2e["cv"] > 0.3 and noisy["noisy"] is True
+    stats = noisy["views"]["latency"]["stats"]
+    assert noisy["status"] == "ok" and stats["rel_ci_halfwidth"] > 0.05
+    assert noisy["noisy"] is True
     (line,) = summary["lines"]["jitter"]
     assert "ok (noisy)" in line
-    assert f"{e2e['p50']:.2f} [" in line  # its numbers are still in the table
+    assert f"{stats['p50']:.2f} [" in line  # its numbers are still in the table
     frame = summary["frame"].set_index("backend")
-    for backend, row in frame.iterrows():  # flagged exactly when cv > noisy_cv
+    for backend, row in frame.iterrows():  # flagged exactly when the interval is too wide
         if row.status in ("ok", "parity_failed"):
-            assert bool(row.noisy) == (row.cv > 0.3), (backend, row.cv)
+            assert bool(row.noisy) == (row.primary_rel_ci > 0.05), (backend, row.primary_rel_ci)

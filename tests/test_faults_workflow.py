@@ -65,7 +65,7 @@ def small_config(results: Path, backends: list[dict], batches: list[int]) -> dic
     config = tiny_config_dict()
     config.update(results_dir=str(results), batch_sizes=batches, backends=backends)
     config["measurement"].update(min_iterations=9, min_duration_s=0.01, max_duration_s=1,
-                                 bootstrap_resamples=100, noisy_cv=0.3)
+                                 bootstrap_resamples=100, noisy_rel_ci=0.05)
     return config
 
 
@@ -209,9 +209,9 @@ def test_sweep_goes_on_past_faults_and_the_summary_shows_them(sweep: dict) -> No
     statuses = {key: row["status"] for key, row in rows.items()}
     assert statuses == {"echo/bs1": "ok", "jitter/bs1": "ok", "nan/bs1": "parity_failed",
                         "crash/bs1": "error", "built/bs1": "ok"}
-    assert "benchmark worker died (signal SIGSEGV)" in rows["crash/bs1"]["reason"]
+    assert "benchmark process died (signal SIGSEGV)" in rows["crash/bs1"]["reason"]
     assert "NaN/Inf" in rows["nan/bs1"]["reason"]
-    assert all("error: benchmark worker died (signal SIGSEGV)" in x
+    assert all("error: benchmark process died (signal SIGSEGV)" in x
                for x in table_lines(sweep, "crash"))
     assert all("parity_failed" in x and "NaN/Inf" in x for x in table_lines(sweep, "nan"))
     assert len(table_lines(sweep, "crash")) == len(table_lines(sweep, "nan")) == 1
@@ -233,7 +233,7 @@ def test_noisy_rows_are_flagged_in_the_table_not_hidden(sweep: dict) -> None:
     assert len(lines) == 1 and "ok (noisy)" in lines[0]
     frame = pd.read_csv(sweep["results"] / "summary.csv")
     measured = frame[frame.status.isin(["ok", "parity_failed"])]
-    assert (measured.noisy.astype(bool) == (measured.cv > 0.3)).all()
+    assert (measured.noisy.astype(bool) == (measured.primary_rel_ci > 0.05)).all()
     assert measured[measured.backend == "jitter"].p50_ms.notna().all()
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from crafted import make_result, samples, write_results
 
-from inferbench.comparison import Bootstrapper, baseline_row, fp32_partner
-from inferbench.findings import derive, render, write_observations
+from inferbench.report.findings import derive, render, write_observations
+from inferbench.report.rows import Bootstrapper, baseline_row, fp32_partner
 
 CONTEXT = {"baseline": "torch-eager", "resamples": 500, "seed": 0}
 

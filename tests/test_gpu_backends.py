@@ -77,9 +77,9 @@ def test_torch_aoti_on_cpu_is_available():
 
 
 def test_trt_reason_when_tensorrt_does_not_import(monkeypatch):
-    import inferbench.gpu
+    import inferbench.measure.gpu
 
-    monkeypatch.setattr(inferbench.gpu, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(inferbench.measure.gpu, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
     backend = registry.get("trt")(_spec("trt"), threads=1)
     availability = backend.availability()
@@ -90,10 +90,10 @@ def test_trt_reason_when_tensorrt_does_not_import(monkeypatch):
 def test_ort_trt_reasons(monkeypatch):
     import onnxruntime
 
-    import inferbench.gpu
+    import inferbench.measure.gpu
     from inferbench.backends import ort_trt
 
-    monkeypatch.setattr(inferbench.gpu, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(inferbench.measure.gpu, "cuda_unavailable_reason", lambda: None)
     backend = registry.get("ort-trt")(_spec("ort-trt"), threads=1)
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -304,7 +304,7 @@ def test_synthetic_batches_are_deterministic_and_in_vocab():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from inferbench.prepare import prepare_model
+    from inferbench.prepare.model import prepare_model
 
     root = tmp_path_factory.mktemp("tiny")
     config = validate_config(yaml.safe_load(TINY.read_text()))
@@ -316,8 +316,8 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_onnx(tiny_model, tmp_path_factory):
     from inferbench.backends.trt import synthetic_batches
-    from inferbench.onnx_tools import export_onnx
-    from inferbench.prepare import compute_reference, load_inputs
+    from inferbench.prepare.model import compute_reference, load_inputs
+    from inferbench.prepare.onnx import export_onnx
 
     model_dir, card, seq_len = tiny_model
     root = tmp_path_factory.mktemp("tiny-onnx")
@@ -358,7 +358,7 @@ def test_torch_aoti_cpu_build_load_run_matches_eager(tiny_model, tmp_path):
     import torch
 
     from inferbench.backends.trt import synthetic_batches
-    from inferbench.modeling import load_wrapper
+    from inferbench.prepare.modeling import load_wrapper
 
     model_dir, card, seq_len = tiny_model
     spec = BackendSpec(name="aoti", kind="torch-aoti", device="cpu", precision="fp32",
@@ -447,9 +447,9 @@ def test_torch_compile_build_then_load_from_cache_on_cpu(tiny_model, tmp_path) -
     from inferbench.backends import registry
     from inferbench.backends.base import Artifacts
     from inferbench.backends.trt import synthetic_batches
-    from inferbench.build import build_engine
     from inferbench.config import BackendSpec
-    from inferbench.modeling import load_wrapper
+    from inferbench.prepare.engines import build_engine
+    from inferbench.prepare.modeling import load_wrapper
 
     model_dir, card, seq_len = tiny_model
     spec = BackendSpec(name="c", kind="torch-compile", device="cpu", precision="fp32",

@@ -11,9 +11,9 @@ import pytest
 from crafted import make_result, write_results
 from helpers import run_snakemake, tiny_config_dict, write_config
 
-from inferbench.comparison import Bootstrapper
-from inferbench.report_docs import environment_markdown, markdown_to_html
-from inferbench.report_plots import KINDS, distribution_batch, draw, speedup_cells
+from inferbench.report.documents import environment_markdown, markdown_to_html
+from inferbench.report.plots import KINDS, distribution_batch, draw, speedup_cells
+from inferbench.report.rows import Bootstrapper
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CONTEXT = {"baseline": "torch-eager", "resamples": 200, "seed": 0}

@@ -1,58 +1,93 @@
-"""Statistics on known samples and the stopping rule with an injected clock."""
+"""Statistics on known samples, the hierarchical interval, and the stopping rule with an
+injected clock."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from inferbench.stats import StoppingPolicy, bootstrap_ci, collect, summarize
+from inferbench.measure.stats import (
+    StoppingPolicy,
+    collect,
+    hierarchical_replicates,
+    median_rel_halfwidth,
+    view_stats,
+)
 
 
-def test_summary_matches_numpy_on_known_samples() -> None:
+def test_view_stats_match_numpy_on_known_samples() -> None:
     samples = np.arange(1, 101, dtype=float)  # 1..100 ms
-    summary = summarize(samples, batch_size=4, resamples=500)
-    assert summary["count"] == 100
-    assert summary["p50"] == pytest.approx(50.5)
-    assert summary["p90"] == pytest.approx(np.percentile(samples, 90))
-    assert summary["p99"] == pytest.approx(99.01)
-    assert summary["mean"] == pytest.approx(50.5)
-    assert summary["std"] == pytest.approx(np.std(samples, ddof=1))
-    assert summary["cv"] == pytest.approx(summary["std"] / 50.5)
-    assert summary["min"] == 1 and summary["max"] == 100
-    # serial throughput: batch / mean latency in seconds
-    assert summary["serial_throughput_per_s"] == pytest.approx(4 / 0.0505)
-    low, high = summary["p50_ci95"]
-    assert low < summary["p50"] < high
+    stats = view_stats([samples.tolist()], resamples=500)
+    assert stats.count == 100 and stats.launches == 1
+    assert stats.p50 == pytest.approx(50.5)
+    assert stats.p90 == pytest.approx(np.percentile(samples, 90))
+    assert stats.p99 == pytest.approx(99.01)
+    assert stats.mean == pytest.approx(50.5)
+    assert stats.std == pytest.approx(np.std(samples, ddof=1))
+    assert stats.cv == pytest.approx(stats.std / 50.5)
+    assert stats.min == 1 and stats.max == 100
+    low, high = stats.p50_ci95
+    assert low < stats.p50 < high
     assert low > 30 and high < 70
+    assert stats.rel_ci_halfwidth == pytest.approx((high - low) / 2 / 50.5)
 
 
-def test_bootstrap_ci_narrows_with_more_samples() -> None:
+def test_interval_narrows_with_more_samples() -> None:
     rng = np.random.default_rng(1)
-    small = rng.normal(10, 1, 30)
-    large = rng.normal(10, 1, 3000)
-    width_small = np.diff(bootstrap_ci(small, 50, 500))[0]
-    width_large = np.diff(bootstrap_ci(large, 50, 500))[0]
-    assert width_large < width_small / 3
+    small = view_stats([rng.normal(10, 1, 30).tolist()], 500)
+    large = view_stats([rng.normal(10, 1, 3000).tolist()], 500)
+    assert large.rel_ci_halfwidth < small.rel_ci_halfwidth / 3
+
+
+def test_interval_widens_when_launches_differ() -> None:
+    """Two-state launches (10 ms in most processes, 12 ms in one): the interval must
+    reach towards the other state, while pooling the same samples as one launch would
+    not see it."""
+    rng = np.random.default_rng(2)
+    launches = [rng.normal(mean, 0.05, 200).tolist() for mean in (10.0, 10.0, 10.0, 12.0)]
+    hierarchical = view_stats(launches, 1000)
+    pooled_as_one = view_stats([[v for launch in launches for v in launch]], 1000)
+    assert hierarchical.launches == 4
+    assert hierarchical.rel_ci_halfwidth > 5 * pooled_as_one.rel_ci_halfwidth
+    assert pooled_as_one.p50_ci95[1] < 10.2
+    assert hierarchical.p50_ci95[1] > 10.5
+
+
+def test_identical_launches_give_the_ordinary_bootstrap_width() -> None:
+    rng = np.random.default_rng(3)
+    one = rng.normal(10, 0.5, 300)
+    same = view_stats([one.tolist(), one.tolist(), one.tolist()], 1000)
+    single = view_stats([np.concatenate([one, one, one]).tolist()], 1000)
+    assert same.rel_ci_halfwidth == pytest.approx(single.rel_ci_halfwidth, rel=0.35)
+
+
+def test_hierarchical_replicates_of_the_mean() -> None:
+    replicates = hierarchical_replicates([[1.0, 1.0], [3.0, 3.0]], "mean", 400, seed=0)
+    assert set(np.round(replicates, 6)) <= {1.0, 2.0, 3.0}
+    assert 1.5 < replicates.mean() < 2.5
 
 
 def test_constant_samples_give_a_degenerate_interval() -> None:
-    assert bootstrap_ci(np.full(10, 3.0), 95, 200) == (3.0, 3.0)
-    assert summarize([3.0], 1)["std"] == 0.0
+    stats = view_stats([[3.0] * 10], 200)
+    assert stats.p50_ci95 == (3.0, 3.0) and stats.std == 0.0 and stats.rel_ci_halfwidth == 0
 
 
 class FakeClock:
     """Advances by ``step`` seconds each time an iteration runs."""
 
-    def __init__(self, step: float) -> None:
+    def __init__(self, step: float, jitter: float = 0.0) -> None:
         self.now = 0.0
         self.step = step
+        self.rng = np.random.default_rng(0)
+        self.jitter = jitter
 
     def __call__(self) -> float:
         return self.now
 
-    def iteration(self) -> tuple[float, None]:
+    def iteration(self) -> float:
+        spent = self.step * (1 + self.jitter * self.rng.standard_normal())
         self.now += self.step
-        return self.step * 1e3, None
+        return spent * 1e3
 
 
 def test_stops_when_count_and_duration_both_met() -> None:
@@ -61,7 +96,7 @@ def test_stops_when_count_and_duration_both_met() -> None:
     samples = collect(clock.iteration, policy, clock)
     # duration is the binding constraint: 20 iterations of 0.1 s
     assert samples.count == 20
-    assert samples.stop_reason == "minimums_met"
+    assert samples.stop_reason == "minimums_met" and samples.minimums_met
 
 
 def test_min_count_binds_when_iterations_are_fast() -> None:
@@ -76,7 +111,30 @@ def test_cap_stops_slow_iterations_and_is_marked() -> None:
     policy = StoppingPolicy(min_iterations=100, min_duration_s=1.0, max_duration_s=5.0)
     samples = collect(clock.iteration, policy, clock)
     assert samples.count == 5
-    assert samples.stop_reason == "max_duration_cap"
+    assert samples.stop_reason == "max_duration_cap" and not samples.minimums_met
+
+
+def test_adaptive_stop_goes_on_until_the_interval_is_narrow() -> None:
+    noisy = FakeClock(step=0.01, jitter=0.2)
+    policy = StoppingPolicy(min_iterations=10, min_duration_s=0.0, max_duration_s=1000,
+                            target_rel_ci=0.02)
+    samples = collect(noisy.iteration, policy, noisy)
+    assert samples.stop_reason == "target_rel_ci"
+    assert samples.count > 50  # 10 samples of 20% jitter are far from +-2%
+    assert median_rel_halfwidth(samples.values) <= 0.02
+
+    steady = FakeClock(step=0.01, jitter=0.001)
+    quick = collect(steady.iteration, policy, steady)
+    assert quick.stop_reason == "target_rel_ci" and quick.count == 10
+
+
+def test_adaptive_stop_is_capped_and_says_so() -> None:
+    noisy = FakeClock(step=0.01, jitter=0.5)
+    policy = StoppingPolicy(min_iterations=5, min_duration_s=0.0, max_duration_s=1000,
+                            target_rel_ci=0.001, max_iterations=40)
+    samples = collect(noisy.iteration, policy, noisy)
+    assert samples.count == 40 and samples.stop_reason == "max_iterations_cap"
+    assert samples.minimums_met
 
 
 def test_policy_rejects_minimum_above_cap() -> None:

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from helpers import REPO, run_snakemake, tiny_config_dict, write_config
 
-from inferbench.aggregate import add_fingerprint_check, header, markdown_table, to_frame
 from inferbench.config import (
     ConfigError,
     slot_resource,
@@ -23,6 +22,7 @@ from inferbench.config import (
     target_resources,
     validate_config,
 )
+from inferbench.report.table import add_fingerprint_check, header, markdown_table, to_frame
 
 H100 = "NVIDIA H100 80GB HBM3"
 EPYC = "AMD EPYC 7763 64-Core Processor"

@@ -39,7 +39,7 @@ def test_end_to_end_rows_table_and_plots(finished_run: tuple[Path, Path, dict]) 
     for path in rows:
         result = json.loads(path.read_text())
         assert result["status"] == "ok", (path, result.get("reason"))
-        assert result["latency"]["end_to_end"]["samples"]
+        assert result["views"]["latency"]["samples"]
     table = (results / "summary_table.md").read_text()
     assert "seeded random weights" in table
     for backend in BACKENDS:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inferbench.bench import set_thread_env
+from inferbench.measure.harness import set_thread_env
 
 
 def _path_or_none(value: str | None) -> Path | None:
@@ -21,13 +21,13 @@ def _path_or_none(value: str | None) -> Path | None:
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
-    from inferbench.prepare import prepare_model
+    from inferbench.prepare.model import prepare_model
 
     prepare_model(json.loads(args.model), Path(args.out_dir), Path(args.card))
 
 
 def cmd_inputs(args: argparse.Namespace) -> None:
-    from inferbench.prepare import build_inputs, read_json
+    from inferbench.prepare.model import build_inputs, read_json
 
     build_inputs(Path(args.model_dir), read_json(Path(args.card)), args.seq_len, args.batch,
                  _path_or_none(args.sentences), args.seed, Path(args.out))
@@ -35,7 +35,7 @@ def cmd_inputs(args: argparse.Namespace) -> None:
 
 def cmd_reference(args: argparse.Namespace) -> None:
     set_thread_env(args.threads)
-    from inferbench.prepare import compute_reference, read_json
+    from inferbench.prepare.model import compute_reference, read_json
 
     compute_reference(Path(args.model_dir), read_json(Path(args.card)), Path(args.inputs),
                       Path(args.out), args.threads)
@@ -44,8 +44,8 @@ def cmd_reference(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from inferbench.onnx_tools import export_onnx
-    from inferbench.prepare import load_inputs, read_json
+    from inferbench.prepare.model import load_inputs, read_json
+    from inferbench.prepare.onnx import export_onnx
 
     with np.load(args.reference) as ref:
         reference = ref["output"]
@@ -57,15 +57,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    from inferbench.onnx_tools import optimize_onnx
-    from inferbench.prepare import read_json
+    from inferbench.prepare.model import read_json
+    from inferbench.prepare.onnx import optimize_onnx
 
     optimize_onnx(Path(args.input), Path(args.out), read_json(Path(args.card)), args.opt_level,
                   float16=args.fp16)
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from inferbench.onnx_tools import quantize_onnx
+    from inferbench.prepare.onnx import quantize_onnx
 
     quantize_onnx(Path(args.input), Path(args.out))
 
@@ -75,7 +75,8 @@ def _job_args(args: argparse.Namespace) -> list[str]:
             if k not in ("func",) and v is not None]
 
 
-def _run_in_worker(worker: str, args: argparse.Namespace, out: Path) -> str | None:
+def _run_in_worker(worker: str, args: argparse.Namespace, out: Path,
+                   extra: list[str] | None = None) -> str | None:
     """Run ``inferbench <worker>`` with the same arguments in a child process.
 
     Returns None when the worker wrote ``out``, else how it died. The parent blocks
@@ -83,7 +84,7 @@ def _run_in_worker(worker: str, args: argparse.Namespace, out: Path) -> str | No
     worker (the user or the scheduler) leaves nothing, so the job reruns.
     """
     out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "inferbench", worker, *_job_args(args)]
+    command = [sys.executable, "-m", "inferbench", worker, *_job_args(args), *(extra or [])]
     completed = subprocess.run(command, check=False)
     if completed.returncode == 0 and out.is_file():
         return None
@@ -94,31 +95,27 @@ def _run_in_worker(worker: str, args: argparse.Namespace, out: Path) -> str | No
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    """One benchmark job; a row is recorded even if the worker crashes."""
-    from inferbench.bench import _now, base_result
-    from inferbench.io import atomic_write_json
+    """One benchmark job: `measurement.repeats` launches, each a fresh process; a row is
+    recorded even if a launch crashes. This process imports no runtime."""
+    from inferbench.measure.harness import run_job
 
-    out = Path(args.out)
-    started_at = _now()
-    how = _run_in_worker("bench-worker", args, out)
-    if how is None:
-        return
-    result = base_result(json.loads(args.settings), args.batch, args.model, args.target)
-    result.update(status="error", reason=f"benchmark worker died ({how}); "
-                  "out of memory or a crash in the runtime", started_at=started_at,
-                  finished_at=_now())
-    atomic_write_json(out, result)
+    def launch(index: int, path: Path) -> str | None:
+        launch_args = argparse.Namespace(**{**vars(args), "out": str(path)})
+        return _run_in_worker("bench-launch", launch_args, path)
+
+    run_job(json.loads(args.settings), args.batch, args.model, args.target, Path(args.out),
+            launch)
 
 
-def cmd_bench_worker(args: argparse.Namespace) -> None:
+def cmd_bench_launch(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)
     set_thread_env(int(settings["threads"]))
-    from inferbench.bench import JobPaths, run_job
+    from inferbench.measure.harness import JobPaths, measure_launch, write_launch
 
     paths = JobPaths(model_dir=Path(args.model_dir), card=Path(args.card),
                      inputs=Path(args.inputs), reference=Path(args.reference),
                      onnx=_path_or_none(args.onnx), build_manifest=_path_or_none(args.build))
-    run_job(settings, args.batch, paths, args.model, args.target, Path(args.out))
+    write_launch(Path(args.out), measure_launch(settings, args.batch, paths))
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -139,15 +136,15 @@ def cmd_build(args: argparse.Namespace) -> None:
 def cmd_build_worker(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)
     set_thread_env(int(settings["threads"]))
-    from inferbench.build import build_engine
+    from inferbench.prepare.engines import build_engine
 
     build_engine(settings, json.loads(args.batch_sizes), Path(args.model_dir), Path(args.card),
                  _path_or_none(args.onnx), Path(args.out))
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from inferbench.aggregate import aggregate
-    from inferbench.prepare import read_json
+    from inferbench.prepare.model import read_json
+    from inferbench.report.table import aggregate
 
     context = {**json.loads(args.context), "card": read_json(Path(args.card))}
     aggregate([Path(p) for p in args.results], context, Path(args.csv), Path(args.table),
@@ -180,9 +177,9 @@ def cmd_check_config(args: argparse.Namespace) -> None:
 def cmd_accuracy(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)
     set_thread_env(int(settings["threads"]))
-    from inferbench.accuracy import evaluate
     from inferbench.io import atomic_write_json
-    from inferbench.prepare import read_json
+    from inferbench.measure.accuracy import evaluate
+    from inferbench.prepare.model import read_json
 
     result = evaluate(settings, args.batch, Path(args.model_dir), read_json(Path(args.card)),
                       Path(args.dataset), args.model, args.target, onnx=_path_or_none(args.onnx),
@@ -194,35 +191,35 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from inferbench.report_plots import draw
+    from inferbench.report.plots import draw
 
     draw(args.kind, [Path(p) for p in args.results], json.loads(args.context), Path(args.out))
 
 
 def cmd_findings(args: argparse.Namespace) -> None:
-    from inferbench.findings import summary_counts, write_observations
+    from inferbench.report.findings import summary_counts, write_observations
 
     found = write_observations([Path(p) for p in args.results], json.loads(args.context),
                                Path(args.out), [Path(p) for p in args.accuracy or []])
     print(f"{len(found)} statements; supported per topic: {summary_counts(found)}")
     if args.html:
-        from inferbench.report_docs import render_file
+        from inferbench.report.documents import render_file
 
         render_file(Path(args.out), Path(args.html), "inferbench observations")
 
 
 def cmd_environment(args: argparse.Namespace) -> None:
-    from inferbench.report_docs import write_environment
+    from inferbench.report.documents import write_environment
 
     write_environment([Path(p) for p in args.results], json.loads(args.config), Path(args.out))
     if args.html:
-        from inferbench.report_docs import render_file
+        from inferbench.report.documents import render_file
 
         render_file(Path(args.out), Path(args.html), "inferbench environment")
 
 
 def cmd_render_html(args: argparse.Namespace) -> None:
-    from inferbench.report_docs import render_file
+    from inferbench.report.documents import render_file
 
     render_file(Path(args.input), Path(args.out), args.title)
 
@@ -308,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_quantize)
 
-    for name, func in (("bench", cmd_bench), ("bench-worker", cmd_bench_worker)):
+    for name, func in (("bench", cmd_bench), ("bench-launch", cmd_bench_launch)):
         p = sub.add_parser(name, help="one benchmark job" if name == "bench" else argparse.SUPPRESS)
         for arg in ("settings", "model-dir", "card", "inputs", "reference", "out", "model",
                     "target"):
@@ -350,8 +347,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says what is wrong and how to fix it: no traceback."""
     from inferbench.config import ConfigError
     from inferbench.io import CorruptArtifactError
-    from inferbench.onnx_tools import ExportError
-    from inferbench.prepare import ModelSourceError
+    from inferbench.prepare.model import ModelSourceError
+    from inferbench.prepare.onnx import ExportError
 
     return ConfigError, CorruptArtifactError, ExportError, ModelSourceError
 

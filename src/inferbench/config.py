@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import jsonschema
 import yaml
 
 from inferbench.naming import safe_name
+from inferbench.spec import BackendSpec, ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -34,40 +34,6 @@ DEFAULT_PARITY: dict[str, dict[str, float]] = {
     "bf16": {"max_abs": 1e-1, "min_agreement": 0.9},
     "int8": {"max_abs": 2e-1, "min_agreement": 0.9},
 }
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the key and what is allowed."""
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One entry of `backends:` after defaults."""
-
-    name: str
-    kind: str
-    device: str
-    precision: str
-    options: Mapping[str, Any]
-
-    @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> BackendSpec:
-        return cls(
-            name=entry["name"],
-            kind=entry["kind"],
-            device=entry.get("device", "cpu"),
-            precision=entry.get("precision", "fp32"),
-            options=dict(entry.get("options") or {}),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "device": self.device,
-            "precision": self.precision,
-            "options": dict(self.options),
-        }
 
 
 def load_schema() -> dict[str, Any]:

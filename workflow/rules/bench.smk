@@ -1,7 +1,8 @@
 # One job per target x backend x batch size, with the target's executor resources.
 # Each target's slot resource (limit bench_slot, default 1; see target_resources in
 # common.smk) keeps its benchmarks and engine builds from sharing a device whatever
-# --cores or --jobs say; other targets' jobs and the shared preparation run beside them.
+# --cores or --jobs say. A CPU benchmark also takes every core (bench_threads), so
+# nothing else of the workflow runs beside it on this machine.
 rule bench:
     input:
         unpack(bench_inputs),
@@ -12,7 +13,7 @@ rule bench:
         model_dir=rules.prepare_model.output.model_dir,
         onnx=optional_arg("--onnx", "onnx"),
         build=optional_arg("--build", "build"),
-    threads: config["threads"]
+    threads: bench_threads
     resources:
         **target_resources(),
     conda:

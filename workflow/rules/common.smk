@@ -25,7 +25,7 @@ shell.prefix(
 
 from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
 from inferbench.backends import registry as ib_registry  # noqa: E402
-from inferbench.onnx_tools import VARIANTS  # noqa: E402
+from inferbench.prepare.onnx import VARIANTS  # noqa: E402
 
 
 # inferbench's checks first: one line that names the key and the allowed values
@@ -105,6 +105,16 @@ def optional_arg(flag, key):
         return f"{flag} {shlex.quote(str(input[key]))}" if key in input.keys() else ""
 
     return render
+
+
+def bench_threads(wildcards):
+    """A CPU benchmark takes every core Snakemake may use, so that no other job of the
+    workflow (an export, a quantization, another benchmark) runs beside it whatever
+    --cores says; its runtimes still get `threads` intra-op threads (job_settings)."""
+    threads = config["threads"]
+    if BACKENDS[wildcards.backend].device == "cpu" and workflow.local_exec:
+        return max(threads, workflow.cores or threads)
+    return threads
 
 
 def job_settings(wildcards):
@@ -241,7 +251,7 @@ def accuracy_inputs(wildcards):
     inputs = {
         "card": rules.prepare_model.output.card,
         "dataset": accuracy_dataset(),
-        "code": backend_code(wildcards) + [str(PACKAGE / "accuracy.py")],
+        "code": backend_code(wildcards) + [str(PACKAGE / "measure" / "accuracy.py")],
     }
     variant = onnx_variant(wildcards.backend)
     if variant:
@@ -275,7 +285,7 @@ def report_context(*keys):
 
 def report_code(*modules):
     """Package modules a report rule runs; editing one reruns the rule."""
-    return [str(PACKAGE / f"{name}.py") for name in modules]
+    return [str(PACKAGE.joinpath(*name.split(".")).with_suffix(".py")) for name in modules]
 
 
 def report_outputs():

@@ -6,7 +6,7 @@
 rule plot_speedup:
     input:
         results=rules.aggregate.input.results,
-        code=report_code("report_plots", "comparison"),
+        code=report_code("report.plots", "report.rows"),
     output:
         png=report(
             f"{RESULTS}/plots/speedup_heatmap.png",
@@ -28,7 +28,7 @@ rule plot_speedup:
 rule plot_distributions:
     input:
         results=rules.aggregate.input.results,
-        code=report_code("report_plots", "comparison"),
+        code=report_code("report.plots", "report.rows"),
     output:
         png=report(
             f"{RESULTS}/plots/latency_distributions.png",
@@ -49,7 +49,7 @@ rule plot_distributions:
 rule plot_targets:
     input:
         results=rules.aggregate.input.results,
-        code=report_code("report_plots", "comparison"),
+        code=report_code("report.plots", "report.rows"),
     output:
         png=report(
             f"{RESULTS}/plots/target_comparison.png",
@@ -71,7 +71,7 @@ rule findings:
     input:
         results=rules.aggregate.input.results,
         accuracy=accuracy_results(),
-        code=report_code("findings", "comparison", "accuracy"),
+        code=report_code("report.findings", "report.rows", "measure.accuracy"),
     output:
         md=f"{RESULTS}/observations.md",
         html=report(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class Backend(ABC):
     # Name of the artifact this backend needs beside the model directory:
     # "onnx" (an ONNX variant, see onnx_variant) or "build" (its own build rule).
     needs: ClassVar[frozenset[str]] = frozenset()
+    # The kind whose FP32 rows this kind's rows are compared with, when its
+    # lower-precision variant is a kind of its own (torch-dynamic-int8 -> torch-eager).
+    fp32_kind: ClassVar[str | None] = None
+    # Distributions whose versions the fingerprint records for this backend's rows.
+    packages: ClassVar[tuple[str, ...]] = ("torch",)
 
     def __init__(self, spec: BackendSpec, threads: int) -> None:
         self.spec = spec
@@ -102,7 +107,7 @@ class Backend(ABC):
 
     @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str | None:
-        """Which ONNX file this backend reads (see inferbench.onnx_tools.VARIANTS)."""
+        """Which ONNX file this backend reads (see inferbench.prepare.onnx.VARIANTS)."""
         return None
 
     # -- runtime ---------------------------------------------------------------
@@ -150,3 +155,8 @@ class DeviceTimer(ABC):
     @abstractmethod
     def elapsed_ms(self) -> float:
         """Elapsed device time between start and stop; waits for stop."""
+
+    def hold(self, ms: float) -> None:  # noqa: B027  (optional: timers without a stream)
+        """Queue about ``ms`` of idle device work on the timer's stream before ``start``,
+        so that the host enqueues the whole ``run`` while the device is still busy and
+        the events bracket device work only, not the host's launch gaps."""

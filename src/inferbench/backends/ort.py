@@ -3,7 +3,7 @@
 The session is refused when ONNX Runtime would run it on another provider than the
 one requested (it falls back silently otherwise). On CUDA, inputs and outputs live
 in device buffers bound once (IO binding), and ONNX Runtime launches on torch's
-current stream so CUDA events time its kernels.
+dedicated non-default stream, where CUDA events time its kernels.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
 from inferbench.backends.registry import register
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -64,6 +64,7 @@ def session_options(threads: int, level: str) -> Any:
 @register
 class OnnxRuntime(Backend):
     kind = "ort"
+    packages = ("onnxruntime", "onnxruntime-gpu")
     devices = frozenset({"cpu", "cuda"})
     precisions = frozenset({"fp32", "fp16", "int8"})
     Options = OrtOptions
@@ -97,7 +98,7 @@ class OnnxRuntime(Backend):
         except ImportError:
             return Availability.no("onnxruntime is not installed")
         if self.spec.device == "cuda":
-            from inferbench.gpu import cuda_unavailable_reason
+            from inferbench.measure.gpu import cuda_unavailable_reason
 
             reason = cuda_unavailable_reason()
             if reason:
@@ -120,7 +121,10 @@ class OnnxRuntime(Backend):
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         self.torch = torch
-        self.stream = torch.cuda.current_stream()
+        # A stream of our own: ONNX Runtime reads the default stream's handle (0) as
+        # "no user stream" and would run on a stream of its own, which events on the
+        # current stream do not bracket.
+        self.stream = torch.cuda.Stream()
         options = {"device_id": "0", "user_compute_stream": str(self.stream.cuda_stream)}
         if self.options.cuda_graph:
             options["enable_cuda_graph"] = "1"
@@ -144,11 +148,15 @@ class OnnxRuntime(Backend):
     def _bind(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Allocate device buffers once; CUDA graph replay needs fixed addresses."""
         torch = self.torch
-        self.device_inputs = {n: torch.from_numpy(inputs[n]).to("cuda") for n in self.input_names}
+        with torch.cuda.stream(self.stream):
+            self.device_inputs = {n: torch.from_numpy(inputs[n]).to("cuda")
+                                  for n in self.input_names}
         batch = next(iter(inputs.values())).shape[0]
         out_meta = self.session.get_outputs()[0]
         width = self._output_width(inputs, batch, out_meta)
-        self.device_output = torch.empty((batch, width), dtype=torch.float32, device="cuda")
+        with torch.cuda.stream(self.stream):
+            self.device_output = torch.empty((batch, width), dtype=torch.float32,
+                                             device="cuda")
         binding = self.session.io_binding()
         for name, tensor in self.device_inputs.items():
             binding.bind_input(name, "cuda", 0, np.int64, tuple(tensor.shape), tensor.data_ptr())
@@ -169,8 +177,9 @@ class OnnxRuntime(Backend):
             return {name: inputs[name] for name in self.input_names}
         if self.binding is None:
             self._bind(inputs)
-        for name, tensor in self.device_inputs.items():
-            tensor.copy_(self.torch.from_numpy(inputs[name]), non_blocking=False)
+        with self.torch.cuda.stream(self.stream):
+            for name, tensor in self.device_inputs.items():
+                tensor.copy_(self.torch.from_numpy(inputs[name]), non_blocking=False)
         return self.binding
 
     def run(self, prepared: Any) -> Any:
@@ -182,6 +191,8 @@ class OnnxRuntime(Backend):
     def to_host(self, outputs: Any) -> np.ndarray:
         if isinstance(outputs, np.ndarray):
             return outputs
+        # the copy runs on the current stream: order it after the session's stream
+        self.torch.cuda.current_stream().wait_stream(self.stream)
         return outputs.cpu().numpy()
 
     def synchronize(self) -> None:
@@ -191,7 +202,7 @@ class OnnxRuntime(Backend):
     def device_timer(self) -> DeviceTimer | None:
         if self.spec.device != "cuda":
             return None
-        from inferbench.gpu import CudaEventTimer
+        from inferbench.measure.gpu import CudaEventTimer
 
         return CudaEventTimer(self.stream)
 

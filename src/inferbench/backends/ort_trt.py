@@ -30,7 +30,7 @@ from inferbench.backends.base import Artifacts, Availability
 from inferbench.backends.ort import OPT_LEVELS, OnnxRuntime, check_session_provider, session_options
 from inferbench.backends.registry import register
 from inferbench.backends.trt import batch_profile, synthetic_batches
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 PROVIDER = "TensorrtExecutionProvider"
 CALIBRATION_TABLE = "calibration.flatbuffers"
@@ -158,7 +158,7 @@ def ort_trt_unavailable_reason() -> str | None:
         import onnxruntime as ort
     except ImportError:
         return "onnxruntime is not installed"
-    from inferbench.gpu import cuda_unavailable_reason
+    from inferbench.measure.gpu import cuda_unavailable_reason
 
     reason = cuda_unavailable_reason()
     if reason:
@@ -223,6 +223,7 @@ def write_int8_calibration_table(onnx_path: Path, batches: list[dict[str, np.nda
 @register
 class OrtTensorRT(OnnxRuntime):
     kind = "ort-trt"
+    packages = ("onnxruntime-gpu", "tensorrt")
     devices = frozenset({"cuda"})
     precisions = frozenset({"fp32", "fp16", "int8"})
     Options = OrtTrtOptions

@@ -22,7 +22,7 @@ from inferbench.backends.base import Artifacts
 from inferbench.backends.registry import register
 from inferbench.backends.torch_cuda_graph import GraphReplay
 from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 PACKAGE_FILE = "model.pt2"
 

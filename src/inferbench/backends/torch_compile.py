@@ -22,7 +22,7 @@ import numpy as np
 from inferbench.backends.base import Artifacts
 from inferbench.backends.registry import register
 from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CACHE_SUBDIR = "inductor_cache"

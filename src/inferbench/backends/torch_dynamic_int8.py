@@ -24,6 +24,7 @@ class DynamicInt8Options:
 @register
 class TorchDynamicInt8(TorchEager):
     kind = "torch-dynamic-int8"
+    fp32_kind = "torch-eager"
     devices = frozenset({"cpu"})
     precisions = frozenset({"int8"})
     Options = DynamicInt8Options

@@ -11,7 +11,7 @@ import numpy as np
 
 from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
 from inferbench.backends.registry import register
-from inferbench.config import BackendSpec, ConfigError
+from inferbench.spec import BackendSpec, ConfigError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -75,7 +75,7 @@ class TorchEager(Backend):
 
     def load_module(self, artifacts: Artifacts) -> Any:
         """The FP32 output wrapper on the CPU; subclasses transform it."""
-        from inferbench.modeling import load_wrapper
+        from inferbench.prepare.modeling import load_wrapper
 
         return load_wrapper(artifacts.model_dir, artifacts.card,
                             attn_implementation=self.options.attn_implementation)
@@ -108,7 +108,7 @@ class TorchEager(Backend):
     def device_timer(self) -> DeviceTimer | None:
         if self.spec.device != "cuda":
             return None
-        from inferbench.gpu import CudaEventTimer
+        from inferbench.measure.gpu import CudaEventTimer
 
         return CudaEventTimer()
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
 from inferbench.backends.registry import register
-from inferbench.config import BackendSpec
+from inferbench.spec import BackendSpec
 
 ENGINE_FILE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
@@ -92,7 +92,7 @@ def synthetic_batches(card: Mapping[str, Any], seq_len: int, batch: int, count: 
 
 def tensorrt_unavailable_reason() -> str | None:
     """None when the tensorrt Python package (and its libraries) load on a CUDA machine."""
-    from inferbench.gpu import cuda_unavailable_reason
+    from inferbench.measure.gpu import cuda_unavailable_reason
 
     reason = cuda_unavailable_reason()
     if reason:
@@ -161,6 +161,7 @@ def _make_calibrator(trt: Any, torch: Any, batches: list[dict[str, Any]], cache_
 @register
 class TensorRT(Backend):
     kind = "trt"
+    packages = ("tensorrt", "torch")
     devices = frozenset({"cuda"})
     precisions = frozenset({"fp32", "fp16", "int8"})
     Options = TrtOptions
@@ -340,7 +341,7 @@ class TensorRT(Backend):
         self.torch.cuda.synchronize()
 
     def device_timer(self) -> DeviceTimer | None:
-        from inferbench.gpu import CudaEventTimer
+        from inferbench.measure.gpu import CudaEventTimer
 
         return CudaEventTimer(self.stream)
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from inferbench.io import atomic_write_text
+from inferbench.results import load_records
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 14px;
@@ -111,5 +112,5 @@ def environment_markdown(results: Sequence[Mapping[str, Any]], config: Mapping[s
 
 def write_environment(result_paths: Sequence[Path], config: Mapping[str, Any], out: Path
                       ) -> None:
-    results = [json.loads(Path(p).read_text()) for p in result_paths]
+    results = load_records(result_paths)
     atomic_write_text(out, environment_markdown(results, config))

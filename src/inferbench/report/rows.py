@@ -4,7 +4,7 @@ Shared by the plots (``report_plots``) and the findings (``findings``), so a num
 in a heatmap cell and the same number in observations.md come from one place.
 
 Every comparison bootstraps the raw per-iteration samples the benchmark stored
-(``latency.end_to_end.samples``). Two rows are measured in separate processes, so
+(``views.latency.samples``, one list per launch). Two rows are measured in separate processes, so
 their samples are independent: each row is resampled on its own and the ratio of
 the two resampled statistics is the bootstrap distribution of the ratio (the same
 thing ``scipy.stats.bootstrap`` does for an unpaired two-sample statistic, with the
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 CONFIDENCE = 0.95
-_CHUNK_VALUES = 4_000_000  # resample in chunks of about this many values (memory bound)
 
 
 def row_key(result: Mapping[str, Any]) -> tuple[str, str, str, int]:
@@ -31,11 +30,20 @@ def row_key(result: Mapping[str, Any]) -> tuple[str, str, str, int]:
 
 
 def is_ok(result: Mapping[str, Any]) -> bool:
+    """Measured on a quiet machine, parity inside tolerance (contended rows are not)."""
     return result.get("status") == "ok" and bool(samples_of(result))
 
 
-def samples_of(result: Mapping[str, Any], kind: str = "end_to_end") -> list[float]:
-    return list((((result.get("latency") or {}).get(kind)) or {}).get("samples") or [])
+def samples_of(result: Mapping[str, Any], view: str = "latency") -> list[list[float]]:
+    """Raw samples of one view, one list per launch ([] when not measured)."""
+    found = ((result.get("views") or {}).get(view)) or {}
+    return [list(g) for g in found.get("samples") or [] if g]
+
+
+def pooled(result: Mapping[str, Any], view: str = "latency") -> np.ndarray:
+    groups = samples_of(result, view)
+    return np.concatenate([np.asarray(g, dtype=np.float64) for g in groups]) if groups \
+        else np.empty(0)
 
 
 def _seed(*parts: Any) -> int:
@@ -43,25 +51,22 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def bootstrap_statistic(samples: Iterable[float], statistic: str, resamples: int,
+def bootstrap_statistic(launches: Sequence[Sequence[float]], statistic: str, resamples: int,
                         seed: int) -> np.ndarray:
-    """``resamples`` bootstrap replicates of the median ("p50") or the mean of ``samples``."""
-    values = np.asarray(list(samples), dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("no samples")
+    """``resamples`` hierarchical bootstrap replicates (launches, then samples within
+    each launch) of the median ("p50") or the mean of the pooled samples."""
+    from inferbench.measure.stats import hierarchical_replicates
+
     if statistic not in ("p50", "mean"):
         raise ValueError(f"unknown statistic {statistic!r}")
+    values = np.concatenate([np.asarray(g, dtype=np.float64) for g in launches if len(g)]) \
+        if any(len(g) for g in launches) else np.empty(0)
+    if values.size == 0:
+        raise ValueError("no samples")
     if values.size == 1 or np.all(values == values[0]):
         return np.full(resamples, values[0])
-    rng = np.random.default_rng(seed)
-    out = np.empty(resamples)
-    chunk = max(1, _CHUNK_VALUES // values.size)
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        draws = values[rng.integers(0, values.size, size=(stop - start, values.size))]
-        out[start:stop] = (np.median(draws, axis=1) if statistic == "p50"
-                           else draws.mean(axis=1))
-    return out
+    return hierarchical_replicates(launches, 50 if statistic == "p50" else "mean",
+                                   resamples, seed)
 
 
 def percentile_interval(replicates: np.ndarray) -> tuple[float, float]:
@@ -123,7 +128,7 @@ class Bootstrapper:
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
     def replicates(self, result: Mapping[str, Any], statistic: str = "p50",
-                   kind: str = "end_to_end") -> np.ndarray:
+                   kind: str = "latency") -> np.ndarray:
         key = (*row_key(result), statistic, kind)
         if key not in self._cache:
             self._cache[key] = bootstrap_statistic(
@@ -131,8 +136,8 @@ class Bootstrapper:
         return self._cache[key]
 
     def interval(self, result: Mapping[str, Any], statistic: str = "p50",
-                 kind: str = "end_to_end") -> Interval:
-        values = np.asarray(samples_of(result, kind), dtype=np.float64)
+                 kind: str = "latency") -> Interval:
+        values = pooled(result, kind)
         point = float(np.median(values) if statistic == "p50" else values.mean())
         low, high = percentile_interval(self.replicates(result, statistic, kind))
         return Interval(point, low, high)
@@ -140,8 +145,8 @@ class Bootstrapper:
     def ratio(self, numerator: Mapping[str, Any], denominator: Mapping[str, Any],
               statistic: str = "p50") -> Ratio:
         """statistic(numerator) / statistic(denominator) with its 95% interval."""
-        num = np.asarray(samples_of(numerator), dtype=np.float64)
-        den = np.asarray(samples_of(denominator), dtype=np.float64)
+        num = pooled(numerator)
+        den = pooled(denominator)
         pick = np.median if statistic == "p50" else np.mean
         point = float(pick(num) / pick(den))
         replicates = (self.replicates(numerator, statistic)
@@ -154,35 +159,28 @@ class Bootstrapper:
         return self.ratio(reference, candidate, "p50")
 
     def overhead(self, result: Mapping[str, Any]) -> Interval | None:
-        """p50(end-to-end) − p50(device time) in ms; None without device samples.
-
-        Both series come from the same iterations, so they are resampled together
-        (a paired bootstrap) when their lengths match.
-        """
-        e2e = np.asarray(samples_of(result), dtype=np.float64)
-        dev = np.asarray(samples_of(result, "device"), dtype=np.float64)
+        """p50(latency) − p50(gpu_compute) in ms; None without device samples. The two
+        views come from separate passes, so each is resampled on its own."""
+        e2e, dev = pooled(result), pooled(result, "gpu_compute")
         if dev.size == 0 or e2e.size == 0:
             return None
         point = float(np.median(e2e) - np.median(dev))
-        if e2e.size != dev.size:
-            replicates = self.replicates(result, "p50") - self.replicates(result, "p50", "device")
-        else:
-            rng = np.random.default_rng(_seed(self.seed, *row_key(result), "overhead"))
-            replicates = np.empty(self.resamples)
-            chunk = max(1, _CHUNK_VALUES // e2e.size)
-            for start in range(0, self.resamples, chunk):
-                stop = min(self.resamples, start + chunk)
-                idx = rng.integers(0, e2e.size, size=(stop - start, e2e.size))
-                replicates[start:stop] = (np.median(e2e[idx], axis=1)
-                                          - np.median(dev[idx], axis=1))
+        replicates = (self.replicates(result, "p50")
+                      - self.replicates(result, "p50", "gpu_compute"))
         low, high = percentile_interval(replicates)
         return Interval(point, low, high)
 
 
 # -- pairing backends ----------------------------------------------------------
 
-# A backend kind whose lower-precision variant is a different kind.
-FP32_KIND = {"torch-dynamic-int8": "torch-eager"}
+def fp32_kind(kind: str) -> str:
+    """The kind whose FP32 rows a row of ``kind`` is compared with: a backend class
+    whose lower-precision variant is a kind of its own names it (``fp32_kind``)."""
+    from inferbench.backends import registry
+
+    if kind not in registry.kinds():
+        return kind
+    return registry.get(kind).fp32_kind or kind
 
 
 def full_options(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +203,7 @@ def fp32_partner(result: Mapping[str, Any], candidates: Iterable[Mapping[str, An
     torch-dynamic-int8 -> torch-eager). Among several, the one sharing the most
     option values (ort-cpu-int8-fused pairs with ort-cpu-fused, not ort-cpu).
     """
-    kind = FP32_KIND.get(str(result["kind"]), str(result["kind"]))
+    kind = fp32_kind(str(result["kind"]))
     mine = full_options(result)
     best: tuple[int, str] | None = None
     chosen = None
@@ -256,13 +254,15 @@ def best_throughput_rows(results: Iterable[Mapping[str, Any]]
         if not is_ok(result):
             continue
         key = (str(result["target"]), str(result["model"]), str(result["backend"]))
-        rate = float(np.mean(samples_of(result)))
-        rate = int(result["batch_size"]) / rate if rate > 0 else 0.0
         current = best.get(key)
-        if current is None or rate > (int(current["batch_size"])
-                                      / float(np.mean(samples_of(current)))):
+        if current is None or _rate(result) > _rate(current):
             best[key] = result
     return best
+
+
+def _rate(result: Mapping[str, Any]) -> float:
+    mean = float(np.mean(pooled(result)))
+    return int(result["batch_size"]) / mean * 1e3 if mean > 0 else 0.0
 
 
 def prices_from_config(config: Mapping[str, Any]) -> dict[str, float]:

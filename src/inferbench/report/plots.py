@@ -13,22 +13,22 @@ Each function writes one PNG atomically; ``draw`` is what the CLI calls.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inferbench.comparison import (
+from inferbench.io import atomic_path
+from inferbench.report.rows import (
     Bootstrapper,
     baseline_row,
     best_throughput_rows,
     cost_interval,
     is_ok,
-    samples_of,
+    pooled,
 )
-from inferbench.io import atomic_path
+from inferbench.results import load_records
 
 KINDS = ("speedup", "distributions", "targets")
 DPI = 120
@@ -222,7 +222,7 @@ def latency_distributions(results: Sequence[Mapping[str, Any]], batch: int | Non
         chosen, note = per_target[target]
         rows = sorted((r for r in results if is_ok(r) and r["target"] == target
                        and int(r["batch_size"]) == chosen), key=lambda r: str(r["backend"]))
-        data = [np.asarray(samples_of(r)) for r in rows]
+        data = [pooled(r) for r in rows]
         names = [str(r["backend"]) for r in rows]
         parts = box_ax.boxplot(data, orientation="horizontal", whis=(5, 95), widths=0.6,
                                patch_artist=True, flierprops={"markersize": 2, "alpha": 0.5},
@@ -358,7 +358,7 @@ def target_comparison(results: Sequence[Mapping[str, Any]], prices: Mapping[str,
 def draw(kind: str, result_paths: Sequence[Path], context: Mapping[str, Any], out: Path
          ) -> None:
     """Draw one plot (``kind`` in KINDS) from result JSON files."""
-    results = [json.loads(Path(p).read_text()) for p in result_paths]
+    results = load_records(result_paths)
     boot = Bootstrapper(int(context.get("resamples") or 2000), int(context.get("seed") or 0))
     if kind == "speedup":
         speedup_heatmap(results, context.get("baseline"), out, boot)

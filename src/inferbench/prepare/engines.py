@@ -22,8 +22,8 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
                  card_path: Path, onnx: Path | None, manifest_path: Path) -> dict[str, Any]:
     from inferbench.backends import registry
     from inferbench.backends.base import Artifacts
-    from inferbench.onnx_tools import load_verified
-    from inferbench.prepare import read_json
+    from inferbench.prepare.model import read_json
+    from inferbench.prepare.onnx import load_verified
 
     spec = BackendSpec.from_entry(settings["backend"])
     backend = registry.get(spec.kind)(spec, int(settings["threads"]))

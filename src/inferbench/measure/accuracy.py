@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.comparison import Interval, percentile_interval
+from inferbench.report.rows import Interval, percentile_interval
 
 SCHEMA_VERSION = 1
 
@@ -155,8 +155,8 @@ def _run(settings: Mapping[str, Any], batch: int, model_dir: Path, card: Mapping
     from inferbench.backends.base import Artifacts
     from inferbench.config import BackendSpec
     from inferbench.io import sha256_file
-    from inferbench.onnx_tools import load_verified
-    from inferbench.prepare import read_json
+    from inferbench.prepare.model import read_json
+    from inferbench.prepare.onnx import load_verified
 
     sentences, labels = read_tsv(dataset, max_examples)
     num_labels = int(card.get("num_labels") or 0)

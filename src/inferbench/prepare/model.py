@@ -67,7 +67,7 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
     import torch
     import transformers
 
-    from inferbench.modeling import _auto_class
+    from inferbench.prepare.modeling import _auto_class
 
     task = model_cfg.get("task", "sequence-classification")
     source = model_cfg["source"]
@@ -217,7 +217,7 @@ def compute_reference(model_dir: Path, card: Mapping[str, Any], inputs_path: Pat
     """FP32 PyTorch eager output (eager attention: the plainest math) for parity checks."""
     import torch
 
-    from inferbench.modeling import load_wrapper, ordered_inputs
+    from inferbench.prepare.modeling import load_wrapper, ordered_inputs
 
     torch.set_num_threads(threads)
     wrapper = load_wrapper(model_dir, card, attn_implementation="eager")

@@ -12,8 +12,8 @@ from typing import Any
 
 from inferbench.config import REPO_ROOT
 
-PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "onnx", "numpy",
-            "tensorrt", "snakemake")
+# What every job uses; each backend class adds the distributions it runs on.
+BASE_PACKAGES = ("transformers", "onnx", "numpy", "snakemake")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -41,8 +41,13 @@ def git_revision() -> str:
 
 
 def package_versions() -> dict[str, str]:
+    from inferbench.backends import registry
+
+    names = set(BASE_PACKAGES)
+    for kind in registry.kinds():
+        names.update(registry.get(kind).packages)
     versions = {}
-    for name in PACKAGES:
+    for name in sorted(names):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -86,7 +86,7 @@ def export_onnx(model_dir: Path, card: Mapping[str, Any], out_path: Path, opset:
     import onnx
     import torch
 
-    from inferbench.modeling import load_wrapper, ordered_inputs
+    from inferbench.prepare.modeling import load_wrapper, ordered_inputs
 
     names = list(card["input_names"])
     wrapper = load_wrapper(model_dir, card, attn_implementation=attn_implementation)

@@ -12,63 +12,46 @@ import numpy as np
 import pandas as pd
 
 from inferbench.io import atomic_path, atomic_write_text
+from inferbench.results import Result, load_result, long_table
 
-COLUMNS = [
-    "target", "model", "backend", "kind", "device", "precision", "batch_size", "seq_len",
-    "threads", "status", "reason", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms",
-    "p95_ms", "p95_ci_low_ms", "p95_ci_high_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
-    "max_ms", "cv", "iterations", "criteria_met", "noisy", "serial_throughput_per_s",
-    "device_p50_ms", "device_p95_ms", "load_s", "first_inference_s", "peak_rss_mib",
-    "peak_gpu_mib", "energy_j_per_1000", "parity_max_abs", "parity_agreement", "fusions",
-    "providers", "build_s", "cpu_model", "gpu", "git_revision",
-]
+# The wide summary: one row per result; latency columns are the `latency` view,
+# `gpu_p50_ms` the `gpu_compute` view, `throughput_per_s` the `throughput` view.
+VIEW_PREFIX = {"latency": "", "gpu_compute": "gpu_", "throughput": "throughput_"}
 
 
-def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+def load_results(paths: Iterable[Path]) -> list[Result]:
+    return [load_result(Path(p)) for p in paths]
 
 
-def _row(result: Mapping[str, Any]) -> dict[str, Any]:
-    e2e = (result.get("latency") or {}).get("end_to_end") or {}
-    device = (result.get("latency") or {}).get("device") or {}
-    parity = result.get("parity") or {}
-    fp = result.get("fingerprint") or {}
-    gpus = fp.get("gpus") or []
-    fusions = ((result.get("onnx") or {}).get("fusions")) or {}
-    return {
-        "target": result["target"], "model": result["model"], "backend": result["backend"],
-        "kind": result["kind"], "device": result["device"], "precision": result["precision"],
-        "batch_size": result["batch_size"], "seq_len": result["seq_len"],
-        "threads": result["threads"], "status": result["status"],
-        "reason": (result.get("reason") or "").splitlines()[0][:300] if result.get("reason")
-        else "",
-        "p50_ms": e2e.get("p50"), "p50_ci_low_ms": (e2e.get("p50_ci95") or [None, None])[0],
-        "p50_ci_high_ms": (e2e.get("p50_ci95") or [None, None])[1], "p90_ms": e2e.get("p90"),
-        "p95_ms": e2e.get("p95"), "p95_ci_low_ms": (e2e.get("p95_ci95") or [None, None])[0],
-        "p95_ci_high_ms": (e2e.get("p95_ci95") or [None, None])[1], "p99_ms": e2e.get("p99"),
-        "mean_ms": e2e.get("mean"), "std_ms": e2e.get("std"), "min_ms": e2e.get("min"),
-        "max_ms": e2e.get("max"), "cv": e2e.get("cv"), "iterations": e2e.get("count"),
-        "criteria_met": (result.get("stopping") or {}).get("criteria_met"),
-        "noisy": result.get("noisy"),
-        "serial_throughput_per_s": e2e.get("serial_throughput_per_s"),
-        "device_p50_ms": device.get("p50"), "device_p95_ms": device.get("p95"),
-        "load_s": (result.get("cold_start") or {}).get("load_s"),
-        "first_inference_s": (result.get("cold_start") or {}).get("first_inference_s"),
-        "peak_rss_mib": (result.get("memory") or {}).get("peak_rss_mib"),
-        "peak_gpu_mib": (result.get("memory") or {}).get("peak_gpu_mib"),
-        "energy_j_per_1000": (result.get("energy") or {}).get("joules_per_1000_inferences"),
-        "parity_max_abs": parity.get("max_abs"),
-        "parity_agreement": parity.get("label_agreement", parity.get("min_cosine")),
-        "fusions": ",".join(f"{k}={v}" for k, v in sorted(fusions.items())) or None,
-        "providers": ",".join((result.get("details") or {}).get("providers", [])) or None,
-        "build_s": (result.get("build") or {}).get("build_s"),
-        "cpu_model": fp.get("cpu_model"), "gpu": gpus[0]["name"] if gpus else None,
-        "git_revision": fp.get("git_revision"),
-    }
-
-
-def to_frame(results: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame([_row(r) for r in results], columns=COLUMNS)
+def to_frame(results: Iterable[Result]) -> pd.DataFrame:
+    """The long table (one row per result x view) pivoted to one row per result."""
+    long = long_table(results)
+    keys = ["target", "model", "backend", "batch_size", "scenario"]
+    latency = long[long.view == "latency"].rename(columns={
+        "p50": "p50_ms", "p50_ci_low": "p50_ci_low_ms", "p50_ci_high": "p50_ci_high_ms",
+        "p90": "p90_ms", "p95": "p95_ms", "p95_ci_low": "p95_ci_low_ms",
+        "p95_ci_high": "p95_ci_high_ms", "p99": "p99_ms", "mean": "mean_ms", "std": "std_ms",
+        "min": "min_ms", "max": "max_ms", "count": "iterations",
+        "rel_ci_halfwidth": "latency_rel_ci"}).drop(columns=["view", "unit", "not_applicable"])
+    gpu = long[long.view == "gpu_compute"].set_index(keys)
+    thr = long[long.view == "throughput"].set_index(keys)
+    frame = latency.set_index(keys)
+    frame["gpu_p50_ms"] = gpu.p50
+    frame["gpu_p50_ci_low_ms"] = gpu.p50_ci_low
+    frame["gpu_p50_ci_high_ms"] = gpu.p50_ci_high
+    frame["gpu_p95_ms"] = gpu.p95
+    frame["gpu_rel_ci"] = gpu.rel_ci_halfwidth
+    frame["gpu_not_applicable"] = gpu.not_applicable
+    frame["throughput_per_s"] = thr.p50
+    frame["throughput_ci_low_per_s"] = thr.p50_ci_low
+    frame["throughput_ci_high_per_s"] = thr.p50_ci_high
+    frame["throughput_not_applicable"] = thr.not_applicable
+    # serial: one request in flight at a time, batch / mean latency
+    frame["serial_throughput_per_s"] = frame.index.get_level_values("batch_size") / (
+        frame.mean_ms / 1e3)
+    frame["primary_rel_ci"] = np.where(frame.primary_view == "gpu_compute", frame.gpu_rel_ci,
+                                       frame.latency_rel_ci)
+    frame = frame.reset_index()
     return frame.sort_values(["target", "model", "backend", "batch_size"], ignore_index=True)
 
 
@@ -80,7 +63,7 @@ def add_speedup(frame: pd.DataFrame, results: list[dict[str, Any]], baseline: st
     (comparison.baseline_row): on a target without the named baseline, the FP32 row
     of the baseline's kind on the same device.
     """
-    from inferbench.comparison import baseline_row
+    from inferbench.report.rows import baseline_row
 
     frame = frame.copy()
     frame["speedup_vs_baseline"] = np.nan
@@ -88,7 +71,7 @@ def add_speedup(frame: pd.DataFrame, results: list[dict[str, Any]], baseline: st
     if not baseline:
         return frame
     p50 = {(r["target"], r["model"], r["backend"], r["batch_size"]):
-           r["latency"]["end_to_end"]["p50"] for r in results if r.get("status") == "ok"}
+           r["views"]["latency"]["stats"]["p50"] for r in results if r.get("status") == "ok"}
     for result in results:
         if result.get("status") != "ok":
             continue
@@ -188,6 +171,10 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _ci(low: Any, high: Any, digits: int = 2) -> str:
+    return f" [{_fmt(low, digits)}–{_fmt(high, digits)}]" if pd.notna(low) else ""
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     rows = []
     for _, r in frame.iterrows():
@@ -201,20 +188,28 @@ def markdown_table(frame: pd.DataFrame) -> str:
         status = r.status + (f" ({', '.join(flags)})" if flags else "")
         if r.status not in ("ok",) and r.reason:
             status += f": {r.reason}"
+        measured = pd.notna(r.p50_ms)
+        gpu = (f"{_fmt(r.gpu_p50_ms, 3)}{_ci(r.gpu_p50_ci_low_ms, r.gpu_p50_ci_high_ms, 3)}"
+               if pd.notna(r.gpu_p50_ms) else ("n/a" if measured else "–"))
         rows.append({
             "target": r.target, "backend": r.backend, "device": r.device,
             "precision": r.precision, "batch": int(r.batch_size), "status": status,
-            "p50 ms [95% CI]": (f"{_fmt(r.p50_ms)} [{_fmt(r.p50_ci_low_ms)}–"
-                                f"{_fmt(r.p50_ci_high_ms)}]") if r.status == "ok" or
-            pd.notna(r.p50_ms) else "–",
-            "p95 ms": _fmt(r.p95_ms), "p99 ms": _fmt(r.p99_ms),
-            "device p50 ms": _fmt(r.device_p50_ms, 3),
-            "seq/s (serial)": _fmt(r.serial_throughput_per_s, 1),
+            "latency p50 ms [95% CI]": (f"{_fmt(r.p50_ms)}{_ci(r.p50_ci_low_ms, r.p50_ci_high_ms)}"
+                                        if measured else "–"),
+            "±% (primary)": _fmt(r.primary_rel_ci * 100 if pd.notna(r.primary_rel_ci)
+                                 else None, 1),
+            "p99 ms": _fmt(r.p99_ms),
+            "gpu_compute p50 ms": gpu,
+            "host overhead ms": _fmt(r.host_overhead_ms, 3),
+            "throughput inf/s": _fmt(r.throughput_per_s, 1),
             "speedup": (_fmt(r.speedup_vs_baseline) + "x")
             if pd.notna(r.speedup_vs_baseline) else "–",
-            "cv": _fmt(r.cv, 3), "load s": _fmt(r.load_s), "first ms":
+            "launches": int(r.launches) if pd.notna(r.launches) and r.launches else "–",
+            "load s": _fmt(r.load_s), "first ms":
             _fmt(r.first_inference_s * 1e3 if pd.notna(r.first_inference_s) else None, 1),
-            "peak RSS MiB": _fmt(r.peak_rss_mib, 0), "peak GPU MiB": _fmt(r.peak_gpu_mib, 0),
+            "peak RSS MiB": _fmt(r.peak_rss_mib, 0),
+            "torch reserved MiB": _fmt(r.torch_reserved_peak_mib, 0),
+            "process GPU MiB": _fmt(r.process_gpu_mib, 0),
             "J/1k inf": _fmt(r.energy_j_per_1000, 2),
             "parity max|Δ|": _fmt(r.parity_max_abs, 4), "agree": _fmt(r.parity_agreement, 3),
             "fusions": r.fusions or "–",
@@ -223,9 +218,54 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
-def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
+VIEWS_TEXT = (
+    "Three latency views, each from its own timed pass in every launch: **latency** is one "
+    "request in isolation (host inputs in, host outputs out, synchronised); "
+    "**gpu_compute** is CUDA-event time of the work on the stream it runs on, with the "
+    "host's launches queued ahead so host bookkeeping is not counted (`n/a` on the CPU); "
+    "**throughput** is inferences per second with requests issued back to back and one "
+    "synchronisation at the end. Host overhead = latency p50 − gpu_compute p50.")
+
+
+def recommendations(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
+    """Per target: the fastest backend at each batch, said only where the 95% interval
+    of the ratio to the runner-up excludes 1."""
+    from inferbench.report.rows import Bootstrapper, is_ok
+
+    boot = Bootstrapper(resamples=1000)
+    ok = [r for r in records if is_ok(r)]
+    lines = []
+    for target in sorted({str(r["target"]) for r in ok}):
+        parts = []
+        for batch in sorted({int(r["batch_size"]) for r in ok if r["target"] == target}):
+            rows = sorted((r for r in ok if r["target"] == target
+                           and int(r["batch_size"]) == batch),
+                          key=lambda r: r["views"]["latency"]["stats"]["p50"])
+            if len(rows) < 2:
+                continue
+            best, second = rows[0], rows[1]
+            ratio = boot.speedup(second, best)
+            if ratio.low > 1.0:
+                parts.append(f"batch {batch}: **{best['backend']}**, {ratio.value:.2f}x "
+                             f"[{ratio.low:.2f}–{ratio.high:.2f}] faster than "
+                             f"{second['backend']}")
+            else:
+                parts.append(f"batch {batch}: {best['backend']} and {second['backend']} are "
+                             "within noise of each other")
+        if parts:
+            lines.append(f"- `{target}` (latency view): " + "; ".join(parts) + ".")
+    return lines
+
+
+def header(context: Mapping[str, Any], frame: pd.DataFrame,
+           records: list[dict[str, Any]] | None = None) -> str:
     card = context.get("card") or {}
     lines = ["# inferbench summary", ""]
+    recommended = recommendations(frame, records or [])
+    if recommended:
+        lines += ["## Recommendation", "", *recommended,
+                  "", "Only differences whose 95% interval excludes no difference are "
+                  "stated; contended and noisy rows are not used.", ""]
     if card.get("weights") == "random":
         lines.append(
             f"Model: the **architecture** of `{card.get('id')}` ({card.get('architecture')}, "
@@ -239,19 +279,22 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
     lines += [
         "",
         f"Sequence length {context.get('seq_len')}, intra-op threads {context.get('threads')} "
-        "for every runtime. Latency is end-to-end per batch (host inputs in, host outputs out, "
-        "device synchronised); `device p50` is CUDA-event time on GPU rows. "
-        "`seq/s (serial)` is batch / mean latency with one request in flight. "
-        f"Speedup is p50 relative to `{context.get('baseline')}` on the same target and batch "
-        "(on a target without it: the FP32 row of its kind on the same device). "
-        "Confidence intervals are 95% bootstrap intervals of the percentile.",
+        "for every runtime. " + VIEWS_TEXT + " Each row is measured in several fresh "
+        "processes (`launches`); intervals are 95% hierarchical bootstrap intervals "
+        "(launches, then samples), and `±%` is the half-width of the primary view's p50 "
+        "interval (gpu_compute on GPU rows, latency elsewhere): above "
+        "`measurement.noisy_rel_ci` the row is flagged noisy. "
+        f"Speedup is latency p50 relative to `{context.get('baseline')}` on the same target "
+        "and batch (on a target without it: the FP32 row of its kind on the same device).",
         "",
     ]
     targets = []
     for target, group in frame.groupby("target"):
         cpu = group.cpu_model.dropna().unique()
         gpu = group.gpu.dropna().unique()
+        isa = group.cpu_isa.dropna().unique() if "cpu_isa" in group else []
         targets.append(f"- target `{target}`: CPU {', '.join(cpu) or 'n/a'}"
+                       + (f" ({', '.join(isa)})" if len(isa) else "")
                        + (f"; GPU {', '.join(gpu)}" if len(gpu) else ""))
         problems = sorted(set(group.get("fingerprint_check", pd.Series(dtype=object))) - {""})
         if problems:
@@ -262,6 +305,12 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame) -> str:
     counts = frame.status.value_counts().to_dict()
     lines += ["Machines:", *targets, "",
               "Rows: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]
+    contended = frame[frame.status == "contended"]
+    if len(contended):
+        lines += [f"**{len(contended)} row{'s were' if len(contended) != 1 else ' was'} "
+                  "measured while other processes used the machine** (status `contended`: "
+                  f"{contended.reason.iloc[0]}); they are left out of the recommendation and "
+                  "the findings. Rerun them on a quiet machine.", ""]
     return "\n".join(lines)
 
 
@@ -327,14 +376,15 @@ def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Pa
               table_path: Path, plots_dir: Path,
               accuracy_paths: list[Path] | None = None) -> pd.DataFrame:
     results = load_results(result_paths)
-    frame = add_speedup(to_frame(results), results, context.get("baseline"))
+    records = [r.to_dict() for r in results]
+    frame = add_speedup(to_frame(results), records, context.get("baseline"))
     frame = add_fingerprint_check(frame, context.get("expect"))
-    accuracy = load_results(accuracy_paths or [])
+    accuracy = [json.loads(Path(p).read_text()) for p in accuracy_paths or []]
     frame = add_report_columns(frame, context, accuracy)
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
-    atomic_write_text(table_path, header(context, frame) + "\n" + markdown_table(frame) + "\n"
-                      + report_sections(frame, context, accuracy))
+    atomic_write_text(table_path, header(context, frame, records) + "\n"
+                      + markdown_table(frame) + "\n" + report_sections(frame, context, accuracy))
     plot(frame, plots_dir)
     return frame
 
@@ -345,8 +395,8 @@ def add_report_columns(frame: pd.DataFrame, context: Mapping[str, Any],
                        accuracy: list[dict[str, Any]]) -> pd.DataFrame:
     """Accuracy per backend (and its paired delta from FP32), and the cost per million
     inferences at each row's serial throughput where the target has a price."""
-    from inferbench.accuracy import accuracy_frame
-    from inferbench.comparison import cost_per_million
+    from inferbench.measure.accuracy import accuracy_frame
+    from inferbench.report.rows import cost_per_million
 
     frame = frame.copy()
     if accuracy:
@@ -380,7 +430,7 @@ def report_cells(r: Any) -> dict[str, str]:
 def report_sections(frame: pd.DataFrame, context: Mapping[str, Any],
                     accuracy: list[dict[str, Any]]) -> str:
     """Cost at each backend's best throughput, and the accuracy section (or why not)."""
-    from inferbench.accuracy import markdown_section
+    from inferbench.measure.accuracy import markdown_section
 
     lines = [""]
     priced = frame[(frame.status == "ok") & frame.cost_per_million.notna()]

@@ -3,7 +3,7 @@
 A statement that compares two rows is only made when the 95% bootstrap interval
 of their ratio excludes 1 (for the runtime overhead: when the interval of the
 difference excludes 0); otherwise it says the difference is within noise. The
-intervals come from the raw per-iteration samples (see ``inferbench.comparison``).
+intervals come from the raw per-iteration samples (see ``inferbench.report.rows``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferbench.comparison import (
+from inferbench.report.rows import (
     Bootstrapper,
     Ratio,
     baseline_row,
@@ -24,6 +24,7 @@ from inferbench.comparison import (
     is_ok,
     throughput_interval,
 )
+from inferbench.results import load_records
 
 SECTIONS = {
     "winner": "Fastest backend at each batch size",
@@ -315,7 +316,7 @@ def costs(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper,
 
 def accuracy_findings(accuracy: Sequence[Mapping[str, Any]], baseline: str | None,
                       resamples: int) -> list[Finding]:
-    from inferbench.accuracy import compare_accuracy, skip_reason
+    from inferbench.measure.accuracy import compare_accuracy, skip_reason
 
     reason = skip_reason(accuracy)
     if reason:
@@ -419,7 +420,7 @@ def write_observations(result_paths: Sequence[Path], context: Mapping[str, Any],
 
     from inferbench.io import atomic_write_text
 
-    results = [json.loads(Path(p).read_text()) for p in result_paths]
+    results = load_records(result_paths)
     accuracy = ([json.loads(Path(p).read_text()) for p in accuracy_paths]
                 if accuracy_paths is not None else None)
     found = derive(results, context, accuracy)

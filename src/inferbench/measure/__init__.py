@@ -1,0 +1,1 @@
+"""Stage 2: one benchmark job: harness, statistics, parity, fingerprint, trackers."""

@@ -1,0 +1,1 @@
+"""Stage 3: the long table, summary, findings, plots and documents."""
