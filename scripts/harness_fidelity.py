@@ -1,27 +1,26 @@
 #!/usr/bin/env python
-"""Harness fidelity: does the workflow's device p50 match an independent timing loop?
+"""Harness fidelity: does the workflow's gpu_compute p50 match an independent loop?
 
-Loads one backend through the registry exactly as the benchmark job does (same
+Loads each backend through the registry exactly as the benchmark job does (same
 config, same artifacts from the workflow's results folder), puts the inputs on the
-device once, then times N calls of ``backend.run`` with its own CUDA events, without
-inferbench.measure.stats or inferbench.measure.harness, synchronising after every call as the
-harness's loop does. Its p50 is compared with ``latency.device.p50`` of the
-workflow's result JSON for the same backend and batch size.
+device once, then times N calls of ``backend.run`` with its own CUDA events on the
+stream the backend launches on, with none of inferbench.measure: a spin kernel
+(``torch.cuda._sleep``) queued ahead of each call so the host enqueues the whole call
+before the device reaches it, as trtexec's GPU compute time does. Its p50 is
+compared with the `gpu_compute` p50 of the workflow's result for the same backend
+and batch. It also prints the p50 without the spin (host launch gaps included).
 
 Run it on the GPU machine after the sweep, for example:
 
-    python scripts/harness_fidelity.py --config config/gpu.yaml \\
-        --backend torch-cuda-graph-fp16 --batch 16
+    python scripts/harness_fidelity.py --config config/gpu.yaml --backend all --batch 1,16
 
-Exit status: 0 when the two p50s differ by at most --tolerance (default 3%),
-1 when they differ by more, 2 when the check cannot run (no CUDA device, a CPU
-backend, the backend unavailable, or the workflow's result missing).
+Exit status: 0 when every checked p50 pair differs by at most --tolerance (default
+3%), 1 when one differs by more, 2 when nothing could be checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,66 +35,62 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="config/gpu.yaml")
-    parser.add_argument("--backend", required=True, help="backend name from the config")
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--results-dir", help="defaults to the config's results_dir")
-    parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--tolerance", type=float, default=0.03,
-                        help="largest allowed relative difference of the p50s")
-    args = parser.parse_args(argv)
+def independent_p50(backend: object, prepared: object, stream: object, iterations: int,
+                    warmup: int, hold_ms: float | None) -> float:
+    import torch
 
-    from inferbench.config import backend_spec, job_settings, load_config
+    run = backend.run  # type: ignore[attr-defined]
+    for _ in range(warmup):
+        run(prepared)
+    torch.cuda.synchronize()
+    cycles = 0
+    if hold_ms is not None:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(10_000_000)
+        end.record()
+        end.synchronize()
+        cycles = int(hold_ms * 10_000_000 / start.elapsed_time(end))
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    times_ms = []
+    for _ in range(iterations):
+        if cycles:
+            with torch.cuda.stream(stream):
+                torch.cuda._sleep(cycles)
+        start.record(stream)
+        run(prepared)
+        end.record(stream)
+        end.synchronize()
+        times_ms.append(start.elapsed_time(end))
+        torch.cuda.synchronize()
+    return statistics.median(times_ms)
 
-    config = load_config(args.config)
-    try:
-        spec = backend_spec(config, args.backend)
-    except KeyError:
-        fail(f"backend {args.backend!r} is not in {args.config} "
-             f"(backends: {', '.join(b['name'] for b in config['backends'])})")
-    if spec.device != "cuda":
-        fail(f"{args.backend} runs on {spec.device!r}: this check times CUDA events, "
-             "pick a CUDA backend")
-    settings = job_settings(config, args.backend)
-    threads = int(settings["threads"])
-    # Before torch / onnxruntime are imported, as the benchmark job does.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
 
-    from inferbench.measure.gpu import cuda_unavailable_reason
-
-    reason = cuda_unavailable_reason()
-    if reason:
-        fail(f"cannot run: {reason}. Run this on the GPU machine after the GPU sweep.")
-
-    results = Path(args.results_dir or config["results_dir"])
-    model, target, seq = config["model"]["name"], config["target"], config["seq_len"]
-    result_path = results / "bench" / target / model / args.backend / f"bs{args.batch}.json"
-    if not result_path.is_file():
-        fail(f"no workflow result at {result_path}: run the sweep first "
-             f"(snakemake --cores 1 all --configfile {args.config})")
-    result = json.loads(result_path.read_text())
-    if result.get("status") != "ok" or "device" not in result.get("latency", {}):
-        fail(f"{result_path} has status {result.get('status')!r} "
-             f"({result.get('reason', 'no device latency')}): nothing to compare")
-    workflow_p50 = float(result["latency"]["device"]["p50"])
-
-    import numpy as np
+def check(config: dict, name: str, batch: int, results: Path, args: argparse.Namespace
+          ) -> tuple[str, float | None, float | None, float | None]:
+    """(verdict, workflow p50, independent p50, independent p50 without the spin)."""
     import torch
 
     from inferbench.backends import registry
     from inferbench.backends.base import Artifacts
+    from inferbench.config import backend_spec
     from inferbench.prepare.model import load_inputs, read_json
+    from inferbench.results import load_result
 
-    backend = registry.get(spec.kind)(spec, threads)
+    spec = backend_spec(config, name)
+    model, target, seq = config["model"]["name"], config["target"], config["seq_len"]
+    result_path = results / "bench" / target / model / name / f"bs{batch}.json"
+    if not result_path.is_file():
+        return f"skip: no workflow result at {result_path}", None, None, None
+    result = load_result(result_path)
+    stats = result.view("gpu_compute").stats
+    if result.status not in ("ok", "contended") or stats is None:
+        return f"skip: workflow row is {result.status} ({result.reason[:80]})", None, None, None
+    backend = registry.get(spec.kind)(spec, int(config["threads"]))
     availability = backend.availability()
     if not availability.ok:
-        fail(f"{args.backend} is unavailable: {availability.reason}")
-
-    # The same artifacts the bench rule passes (see workflow/rules/common.smk).
+        return f"skip: unavailable ({availability.reason})", stats.p50, None, None
     model_dir = results / "models" / model / "hf"
     card = read_json(results / "models" / model / "card.json")
     variant = backend.onnx_variant(spec)
@@ -103,45 +98,81 @@ def main(argv: list[str] | None = None) -> int:
     build_manifest: dict = {}
     build_dir = None
     if "build" in backend.needs:
-        manifest_path = results / "engines" / target / model / args.backend / "build.json"
+        manifest_path = results / "engines" / target / model / name / "build.json"
         build_manifest = read_json(manifest_path)
         build_dir = manifest_path.parent
     artifacts = Artifacts(model_dir=model_dir, card=card, onnx=onnx, build=build_dir,
                           build_manifest=build_manifest)
-    host_inputs = load_inputs(results / "inputs" / model / f"seq{seq}_bs{args.batch}.npz")
-
+    host_inputs = load_inputs(results / "inputs" / model / f"seq{seq}_bs{batch}.npz")
     backend.load(artifacts)
     prepared = backend.prepare_inputs(host_inputs)  # inputs now live on the device
     backend.synchronize()
     # The stream the backend launches on: its own where it has one (ONNX Runtime and
     # TensorRT run on a dedicated stream), else torch's current stream.
     stream = getattr(backend, "stream", None) or torch.cuda.current_stream()
-    for _ in range(args.warmup):
-        backend.run(prepared)
-    torch.cuda.synchronize()
+    hold = min(max(0.5, 1.5 * result.view("latency").stats.p50), 50.0)  # type: ignore[union-attr]
+    held = independent_p50(backend, prepared, stream, args.iterations, args.warmup, hold)
+    bare = independent_p50(backend, prepared, stream, args.iterations // 4, 5, None)
+    relative = abs(held - stats.p50) / stats.p50
+    verdict = "PASS" if relative <= args.tolerance else "FAIL"
+    del backend
+    torch.cuda.empty_cache()
+    return f"{verdict} ({relative * 100:.1f}%)", stats.p50, held, bare
 
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    times_ms = []
-    for _ in range(args.iterations):
-        start.record(stream)
-        backend.run(prepared)
-        end.record(stream)
-        end.synchronize()
-        times_ms.append(start.elapsed_time(end))
-    independent_p50 = statistics.median(times_ms)
-    relative = abs(independent_p50 - workflow_p50) / workflow_p50
 
-    print(f"backend            {args.backend} ({spec.kind}, {spec.precision}), batch {args.batch}")
-    print(f"device             {torch.cuda.get_device_name()}")
-    print(f"workflow p50       {workflow_p50:.4f} ms  ({result_path}, "
-          f"{result['latency']['device']['count']} samples)")
-    print(f"independent p50    {independent_p50:.4f} ms  ({args.iterations} CUDA-event "
-          f"samples, p10 {np.percentile(times_ms, 10):.4f}, p90 {np.percentile(times_ms, 90):.4f})")
-    print(f"relative diff      {relative * 100:.2f}% (tolerance {args.tolerance * 100:.1f}%)")
-    ok = relative <= args.tolerance
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/gpu.yaml")
+    parser.add_argument("--backend", required=True,
+                        help="backend name from the config, or 'all' for every CUDA backend")
+    parser.add_argument("--batch", required=True, help="batch size(s), comma-separated")
+    parser.add_argument("--results-dir", help="defaults to the config's results_dir")
+    parser.add_argument("--iterations", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--tolerance", type=float, default=0.03,
+                        help="largest allowed relative difference of the p50s")
+    args = parser.parse_args(argv)
+
+    from inferbench.config import job_settings, load_config
+
+    config = load_config(args.config)
+    names = [b["name"] for b in config["backends"] if b.get("device", "cpu") == "cuda"] \
+        if args.backend == "all" else [args.backend]
+    unknown = [n for n in names if n not in {b["name"] for b in config["backends"]}]
+    if unknown:
+        fail(f"backend(s) {unknown} not in {args.config}")
+    threads = int(job_settings(config, names[0])["threads"]) if names else 1
+    # Before torch / onnxruntime are imported, as the benchmark job does.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    from inferbench.measure.gpu import cuda_unavailable_reason
+
+    reason = cuda_unavailable_reason()
+    if reason:
+        fail(f"cannot run: {reason}. Run this on the GPU machine after the GPU sweep.")
+    import torch
+
+    results = Path(args.results_dir or config["results_dir"])
+    batches = [int(b) for b in str(args.batch).split(",")]
+    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print("| backend | batch | workflow gpu_compute p50 ms | independent p50 ms (spin ahead) "
+          "| independent p50 ms (no spin) | verdict |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    checked = failed = 0
+    for name in names:
+        for batch in batches:
+            try:
+                verdict, workflow, held, bare = check(config, name, batch, results, args)
+            except Exception as exc:  # one backend's crash must not hide the others
+                verdict, workflow, held, bare = f"skip: {type(exc).__name__}: {exc}", None, \
+                    None, None
+            cells = [f"{v:.4f}" if v is not None else "–" for v in (workflow, held, bare)]
+            print(f"| {name} | {batch} | {' | '.join(cells)} | {verdict[:120]} |", flush=True)
+            checked += verdict.startswith(("PASS", "FAIL"))
+            failed += verdict.startswith("FAIL")
+    if not checked:
+        return 2
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def settings_for(kind: str, options: dict | None = None, **measurement) -> dict:
     """Job settings of a one-backend config (validated like the workflow does)."""
     config = tiny_config_dict()
     config["backends"] = [{"name": "b", "kind": kind, "options": options or {}}]
-    config["measurement"].update({"min_iterations": 5, "min_duration_s": 0.01,
+    config["measurement"].update({"repeats": 1, "min_iterations": 5, "min_duration_s": 0.01,
                                   "max_duration_s": 1, "bootstrap_resamples": 100,
                                   **measurement})
     return job_settings(validate_config(config), "b")

@@ -20,7 +20,9 @@ def test_minilm_local_directory_runs_end_to_end(tmp_path: Path) -> None:
     config["sentences"] = str(REPO / "config" / "sentences.txt")
     config["batch_sizes"] = [2]
     config["seq_len"] = 32
-    config["measurement"] = {"warmup_iterations": 1, "min_iterations": 3,
+    config["measurement"] = {"repeats": 2, "target_rel_ci": 0, "throughput_rounds": 1,
+                             "throughput_round_s": 0.01, "warmup_iterations": 1,
+                             "min_iterations": 3,
                              "min_duration_s": 0.05, "max_duration_s": 2,
                              "bootstrap_resamples": 200}
     config["backends"] = [b for b in config["backends"]

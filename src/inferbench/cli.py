@@ -151,6 +151,22 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
               Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []])
 
 
+def cmd_upgrade_results(args: argparse.Namespace) -> None:
+    """Rewrite result files of an older schema version in place, through the model."""
+    from inferbench.results import SCHEMA_VERSION, load_result, write_result
+
+    upgraded = 0
+    for path in sorted(Path(args.folder).rglob("bs*.json")):
+        if path.name.startswith("."):
+            continue
+        before = json.loads(path.read_text()).get("schema_version")
+        if before == SCHEMA_VERSION:
+            continue
+        write_result(path, load_result(path))
+        upgraded += 1
+    print(f"inferbench upgrade-results: {upgraded} file(s) upgraded to schema {SCHEMA_VERSION}")
+
+
 def cmd_backends(_: argparse.Namespace) -> None:
     from inferbench.backends import registry
 
@@ -333,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy", nargs="*", default=[], help="accuracy JSON files")
     p.set_defaults(func=cmd_aggregate)
 
+    p = sub.add_parser("upgrade-results", help="rewrite older result files to this schema")
+    p.add_argument("folder")
+    p.set_defaults(func=cmd_upgrade_results)
+
     p = sub.add_parser("backends", help="list backend kinds")
     p.set_defaults(func=cmd_backends)
 
@@ -349,8 +369,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from inferbench.io import CorruptArtifactError
     from inferbench.prepare.model import ModelSourceError
     from inferbench.prepare.onnx import ExportError
+    from inferbench.results import ResultFormatError
 
-    return ConfigError, CorruptArtifactError, ExportError, ModelSourceError
+    return ConfigError, CorruptArtifactError, ExportError, ModelSourceError, ResultFormatError
 
 
 def main(argv: list[str] | None = None) -> None:

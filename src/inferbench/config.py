@@ -315,3 +315,12 @@ def job_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
         "measurement": dict(config["measurement"]),
         "parity": dict(config["parity"].get(spec.precision, {})),
     }
+
+
+def build_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    """What an engine build reads: the backend's entry, threads and sequence length.
+    Not the measurement policy or parity tolerances: changing those reruns the
+    benchmarks, never the build."""
+    spec = backend_spec(config, backend)
+    return {"backend": spec.as_dict(), "threads": config["threads"],
+            "seq_len": config["seq_len"]}

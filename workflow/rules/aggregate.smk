@@ -3,6 +3,7 @@ rule aggregate:
         results=bench_results() + foreign_results(),
         card=rules.prepare_model.output.card,
         accuracy=accuracy_results(),
+        code=aggregate_code(),
     output:
         csv=f"{RESULTS}/summary.csv",
         # shown in the report through its HTML view (rule summary_html)

@@ -16,7 +16,7 @@ rule build_engine:
     output:
         manifest=f"{RESULTS}/engines/{{target}}/{{model}}/{{backend}}/build.json",
     params:
-        settings=job_settings,
+        settings=build_settings,
         batch_sizes=json.dumps(sorted(BATCHES)),
         model_dir=rules.prepare_model.output.model_dir,
         onnx=optional_arg("--onnx", "onnx"),

@@ -121,6 +121,10 @@ def job_settings(wildcards):
     return json.dumps(ib_config.job_settings(config, wildcards.backend), sort_keys=True)
 
 
+def build_settings(wildcards):
+    return json.dumps(ib_config.build_settings(config, wildcards.backend), sort_keys=True)
+
+
 def bench_results():
     return expand(
         f"{RESULTS}/bench/{{target}}/{{model}}/{{backend}}/bs{{batch}}.json",
@@ -215,6 +219,11 @@ def aggregate_context():
         },
         sort_keys=True,
     )
+
+
+def aggregate_code():
+    """The modules the summary runs: editing one reruns the aggregation."""
+    return report_code("results", "report.table", "report.rows")
 
 
 def all_outputs():
