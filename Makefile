@@ -33,6 +33,7 @@ minilm: models/all-MiniLM-L6-v2/config.json
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
 	$(SNAKEMAKE) --lint
 
 test-fast: setup

@@ -91,7 +91,8 @@ def _allowed_text(schema: Mapping[str, Any]) -> str:
         return f"one of {schema['enum']}"
     kind = schema.get("type")
     if kind == "array":
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        found = schema.get("items")
+        items: Mapping[str, Any] = found if isinstance(found, dict) else {}
         size = f"at least {schema['minItems']} " if schema.get("minItems") else ""
         unique = "unique " if schema.get("uniqueItems") else ""
         return f"a list of {size}{unique}{_allowed_text(items) or 'values'}"

@@ -47,7 +47,8 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 def atomic_write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)
+        # numpy's stub types the keyword arrays as `allow_pickle: bool`
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class OnnxRuntime(Backend):
     packages = ("onnxruntime", "onnxruntime-gpu")
     devices = frozenset({"cpu", "cuda"})
     precisions = frozenset({"fp32", "fp16", "int8"})
-    Options = OrtOptions
+    Options: ClassVar[type] = OrtOptions
     needs = frozenset({"onnx"})
     memory_owner = "nvml"
 

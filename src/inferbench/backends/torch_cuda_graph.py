@@ -50,6 +50,10 @@ class GraphReplay:
     """
 
     capture_warmup: int = 3
+    # provided by the backend class this is mixed into
+    torch: Any
+    input_names: list[str]
+    module: Any
 
     def init_graphs(self) -> None:
         self.captured: dict[tuple[tuple[int, ...], ...], _Captured] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class TorchEager(Backend):
     kind = "torch-eager"
     devices = frozenset({"cpu", "cuda"})
     precisions = frozenset({"fp32", "fp16", "bf16"})
-    Options = TorchOptions
+    Options: ClassVar[type] = TorchOptions
     memory_owner = "torch"
 
     @classmethod

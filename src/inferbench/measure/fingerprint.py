@@ -84,9 +84,10 @@ SLURM_ENV = {"job_id": "SLURM_JOB_ID", "partition": "SLURM_JOB_PARTITION",
              "gpus": "SLURM_JOB_GPUS"}
 
 
-def scheduler_info() -> dict[str, str]:
+def scheduler_info() -> dict[str, dict[str, str]]:
     """The batch job this process runs in ({} outside a scheduler)."""
-    slurm = {key: os.environ[var] for key, var in SLURM_ENV.items() if os.environ.get(var)}
+    slurm: dict[str, str] = {key: os.environ[var] for key, var in SLURM_ENV.items()
+                             if os.environ.get(var)}
     return {"slurm": slurm} if slurm.get("job_id") else {}
 
 

@@ -112,7 +112,9 @@ def gpu_memory(device: str, owner: str, torch_module: Any = None, nvml: Any = No
     out["gpu_index"] = index
     try:
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         nvml.nvmlInit()
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):

@@ -130,7 +130,8 @@ def hierarchical_replicates(launches: Sequence[Sequence[float]], percentile: flo
         picked = rng.integers(0, len(groups), len(groups))
         pooled = np.concatenate([groups[j][rng.integers(0, sizes[j], sizes[j])]
                                  for j in picked])
-        out[i] = pooled.mean() if percentile == "mean" else np.percentile(pooled, percentile)
+        out[i] = pooled.mean() if isinstance(percentile, str) else np.percentile(pooled,
+                                                                                  percentile)
     return out
 
 

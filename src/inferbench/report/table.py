@@ -292,7 +292,7 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame,
     for target, group in frame.groupby("target"):
         cpu = group.cpu_model.dropna().unique()
         gpu = group.gpu.dropna().unique()
-        isa = group.cpu_isa.dropna().unique() if "cpu_isa" in group else []
+        isa: list[str] = list(group.cpu_isa.dropna().unique()) if "cpu_isa" in group else []
         targets.append(f"- target `{target}`: CPU {', '.join(cpu) or 'n/a'}"
                        + (f" ({', '.join(isa)})" if len(isa) else "")
                        + (f"; GPU {', '.join(gpu)}" if len(gpu) else ""))
