@@ -1,51 +1,69 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (see README "GPU results"): installs the carried
-# wheels and the onnxruntime-gpu parts from ~/parts, then runs the GPU sweep with
-# the real workflow. Everything that must survive between calls lives in $HOME.
-# usage: scripts/device_session.sh <step> ; step = setup | sweep | finish
+# Runs on the lent GPU machine: installs the carried wheels (.whl/) and the
+# onnxruntime-gpu parts (.gpu/part_*, one or more per call, kept in ~/parts), then
+# runs one step of the GPU work with the real workflow. Everything that must survive
+# between calls lives in $HOME; every call packs what exists so far into $OUT.
+# usage: scripts/device_session.sh <step>
+#   setup     install what has arrived, print the machine's fingerprint
+#   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable)
+#   fidelity  scripts/harness_fidelity.py for every GPU backend at batches 1 and 16
+#   second    a second, independent sweep at batches 1 and 16 (run-to-run check)
+#   aoti      the AOTInductor reproduction
 set -uo pipefail
 step=${1:?step}
 SITE=$HOME/site
 RESULTS=$HOME/ib_results
+SECOND=$HOME/ib_results_second
 mkdir -p "$SITE" "$HOME/parts"
 [ -d .gpu ] && cp -f .gpu/part_* "$HOME/parts/" 2>/dev/null
-if [ -d .whl ] && [ ! -f "$SITE/.snakemake_installed" ]; then
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .whl/*.whl && touch "$SITE/.snakemake_installed"
+    --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels"
 fi
 if [ ! -f "$SITE/.ort_gpu_installed" ] && [ "$(ls "$HOME"/parts/part_* 2>/dev/null | wc -l)" = 4 ]; then
+  rm -rf "$SITE"/onnxruntime "$SITE"/onnxruntime-*.dist-info
   cat "$HOME"/parts/part_* | xz -d | tar -x -C "$SITE" && touch "$SITE/.ort_gpu_installed"
 fi
 export PYTHONPATH=$SITE:$PWD/src
 export PATH=$SITE/bin:$PATH
+export PYTHONUNBUFFERED=1
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
+# smk RESULTS_DIR [KEY=VALUE ...] -- TARGETS...
 smk() {
-  python3 -m snakemake --cores 1 --scheduler greedy --configfile config/gpu.yaml \
-    --config results_dir="$RESULTS" conda_env=gpu "$@"
+  local results=$1; shift
+  local overrides=()
+  while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do overrides+=("$1"); shift; done
+  shift
+  timeout -s INT "${SWEEP_SECONDS:-540}" python3 -m snakemake --cores 4 --scheduler greedy \
+    --configfile config/gpu.yaml --config results_dir="$results" conda_env=gpu \
+    "${overrides[@]}" --keep-going "$@"
 }
 case $step in
   setup) ;;
   sweep)
-    # ORT rows measured before onnxruntime-gpu was installed read 'unavailable': redo them.
+    # Rows measured before onnxruntime-gpu was installed read 'unavailable': redo them.
     if [ -f "$SITE/.ort_gpu_installed" ] && [ ! -f "$RESULTS/.ort_gpu_rows" ]; then
       grep -l '"unavailable"' "$RESULTS"/bench/*/*/ort*/bs*.json 2>/dev/null | xargs -r rm -f
       rm -rf "$RESULTS"/engines/*/*/ort-trt*
-      touch "$RESULTS/.ort_gpu_rows"
+      mkdir -p "$RESULTS" && touch "$RESULTS/.ort_gpu_rows"
     fi
-    timeout -s INT "${SWEEP_SECONDS:-500}" python3 -m snakemake --cores 1 --scheduler greedy \
-      --configfile config/gpu.yaml --config results_dir="$RESULTS" conda_env=gpu \
-      --keep-going all ;;
-  finish)
-    smk --keep-going all
-    for check in ${FIDELITY:-torch-cuda-graph-fp16:16}; do
-      python3 scripts/harness_fidelity.py --config config/gpu.yaml --results-dir "$RESULTS" \
-        --backend "${check%%:*}" --batch "${check##*:}" 2>&1 | tee -a "$RESULTS/harness_fidelity.txt"
-    done ;;
+    smk "$RESULTS" -- all ;;
+  fidelity)
+    python3 scripts/harness_fidelity.py --config config/gpu.yaml --results-dir "$RESULTS" \
+      --backend all --batch "${FIDELITY_BATCHES:-1,16}" 2>&1 | tee "$RESULTS/harness_fidelity.md" ;;
+  second)
+    smk "$SECOND" 'batch_sizes=[1,16]' -- all ;;
+  aoti)
+    timeout 300 python3 scripts/aoti_repro.py 2>&1 | tee "$RESULTS/aoti_repro.txt" ;;
 esac
 if [ -n "${OUT:-}" ]; then
-  tar -C "$RESULTS" -czf "$OUT/h100_results.tgz" --exclude='*.onnx' --exclude='*.npz' \
-    --exclude='models' --exclude='*.engine' --exclude='*.pt2' . 2>/dev/null
-  tar -czf "$OUT/h100_logs.tgz" logs 2>/dev/null
+  for folder in "$RESULTS" "$SECOND"; do
+    [ -d "$folder" ] || continue
+    tar -C "$folder" -czf "$OUT/$(basename "$folder").tgz" --exclude='*.onnx' \
+      --exclude='*.npz' --exclude='models' --exclude='*.engine' --exclude='*.pt2' \
+      --exclude='inductor_cache' --exclude='*.bin' . 2>/dev/null
+  done
+  tar -czf "$OUT/logs.tgz" logs 2>/dev/null
 fi
 exit 0

@@ -108,11 +108,12 @@ def optional_arg(flag, key):
 
 
 def bench_threads(wildcards):
-    """A CPU benchmark takes every core Snakemake may use, so that no other job of the
-    workflow (an export, a quantization, another benchmark) runs beside it whatever
-    --cores says; its runtimes still get `threads` intra-op threads (job_settings)."""
+    """A benchmark job takes every core Snakemake may use, so that no other job of the
+    workflow (an export, an engine build, another benchmark) runs beside it whatever
+    --cores says: CPU rows time the cores themselves, GPU rows' latency view times the
+    host. Its runtimes still get `threads` intra-op threads (job_settings)."""
     threads = config["threads"]
-    if BACKENDS[wildcards.backend].device == "cpu" and workflow.local_exec:
+    if workflow.local_exec:
         return max(threads, workflow.cores or threads)
     return threads
 
