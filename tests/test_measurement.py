@@ -442,3 +442,27 @@ def test_long_table_has_one_row_per_view() -> None:
     assert a.loc["gpu_compute", "p50"] < a.loc["latency", "p50"]
     assert a.loc["latency", "host_overhead_ms"] == pytest.approx(
         a.loc["latency", "p50"] - a.loc["gpu_compute", "p50"])
+
+
+# -- the workflow: nothing runs beside a benchmark ----------------------------------
+
+@pytest.mark.workflow
+def test_benchmark_jobs_claim_every_core_whatever_cores_says(tmp_path: Path) -> None:
+    import re
+
+    from helpers import run_snakemake, tiny_config_dict, write_config
+
+    configfile = write_config(tmp_path / "config.yaml", tiny_config_dict())
+    out = run_snakemake(tmp_path, configfile, "-n", "--cores", "3", "all")
+    listing = out.stdout + out.stderr
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:\n)", listing)
+    threads = {}
+    for block in blocks:
+        rule = re.search(r"^(?:local)?rule (\w+):", block.strip())
+        found = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
+        if rule:
+            threads.setdefault(rule.group(1), set()).add(int(found.group(1)) if found else 1)
+    # a benchmark takes all 3 cores, so the scheduler can place nothing beside it;
+    # every other job needs at least one core
+    assert threads["bench"] == {3}
+    assert all(max(t) < 3 for rule, t in threads.items() if rule != "bench")
