@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from inferbench.backends.base import Unsupported
 from inferbench.config import BackendSpec, config_hash
 from inferbench.io import CorruptArtifactError, atomic_write_json, verify_files
 from inferbench.stats import StoppingPolicy, collect, summarize
@@ -98,6 +99,8 @@ def run_job(settings: Mapping[str, Any], batch: int, paths: JobPaths, model: str
         result.update(_measure(settings, batch, paths))
     except CorruptArtifactError as exc:
         result.update(status="error", reason=f"corrupt artifact: {exc}")
+    except Unsupported as exc:
+        result.update(status="unavailable", reason=f"unsupported here: {exc}"[:2000])
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, MemoryError) or "out of memory" in message.lower():
@@ -215,6 +218,13 @@ def _measure(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> dict[s
     backend.synchronize()
     out["memory"] = {"peak_rss_mib": sampler.stop() / 2**20,
                      **gpu.peak_memory(spec.device, getattr(backend, "memory_owner", "torch"))}
+
+    # Distance to the hardware (FLOP/s, peak fraction, kernels), its own pass too.
+    from inferbench.hardware import hardware_pass
+
+    out["hardware"] = hardware_pass(backend, host_inputs, artifacts.card, spec.device,
+                                    spec.precision, batch, int(settings["seq_len"]),
+                                    latency.get("device", latency["end_to_end"])["p50"])
 
     parity = compare(last_output[0], reference, str(settings["task"]), settings["parity"])
     parity["first_inference"] = compare(first, reference, str(settings["task"]),

@@ -20,6 +20,16 @@ import numpy as np
 from inferbench.config import BackendSpec, ConfigError
 
 
+class Unsupported(RuntimeError):
+    """This configuration cannot run here for a known, documented reason.
+
+    Raised by a backend (at build, load or run time) when its runtime refuses a
+    shape or a setting it does not support, e.g. INT8 GEMMs whose row count is
+    at most 16. The harness records it as an ``unavailable`` row with the
+    message as its reason, never as an ``error``.
+    """
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool
