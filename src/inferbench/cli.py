@@ -57,11 +57,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    from inferbench.onnx_tools import optimize_onnx
+    from inferbench.onnx_tools import optimize_onnx, parse_tuning
     from inferbench.prepare import read_json
 
     optimize_onnx(Path(args.input), Path(args.out), read_json(Path(args.card)), args.opt_level,
-                  float16=args.fp16)
+                  float16=args.fp16, tuning=parse_tuning(args.tuning or ""))
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -161,6 +161,25 @@ def cmd_backends(_: argparse.Namespace) -> None:
         cls = registry.get(kind)
         print(f"{kind:22s} devices={','.join(sorted(cls.devices)):9s} "
               f"precisions={','.join(sorted(cls.precisions))}")
+
+
+def cmd_bench_targets(args: argparse.Namespace) -> None:
+    """Result paths of some backends' benchmark jobs, one a line: Snakemake targets
+    for running part of a sweep (scripts/device_session.sh ONLY=...)."""
+    from inferbench.config import backend_batch_sizes, load_config, target_names
+
+    config = load_config(args.config)
+    known = [entry["name"] for entry in config["backends"]]
+    unknown = sorted(set(args.backends) - set(known))
+    if unknown:
+        print(f"unknown backend(s) {unknown}; in {args.config}: {', '.join(known)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    results = args.results_dir or config["results_dir"]
+    for target in target_names(config):
+        for name in args.backends:
+            for batch in backend_batch_sizes(config, name):
+                print(f"{results}/bench/{target}/{config['model']['name']}/{name}/bs{batch}.json")
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -301,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--opt-level", type=int, default=1)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--tuning", default="",
+                   help="optimizer choices beyond the defaults, e.g. fastgelu-rawmask")
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("quantize", help="ONNX Runtime dynamic INT8 quantization")
@@ -342,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("bench-targets", help="result paths of some backends' jobs")
+    p.add_argument("--config", required=True)
+    p.add_argument("--results-dir", default="")
+    p.add_argument("backends", nargs="+")
+    p.set_defaults(func=cmd_bench_targets)
     add_report_commands(sub)
     return parser
 

@@ -36,6 +36,12 @@ class AotiOptions:
     # Replay the compiled model from a CUDA graph captured per batch shape: removes
     # the per-kernel launch cost that dominates small batches.
     cuda_graph: bool = False
+    # Load the package without the runner's thread synchronisation (PyTorch's advice
+    # for running a package inside CUDA graphs). None: on exactly when cuda_graph is.
+    run_single_threaded: bool | None = None
+
+    def single_threaded(self) -> bool:
+        return self.cuda_graph if self.run_single_threaded is None else self.run_single_threaded
 
     def __post_init__(self) -> None:
         check_attn_implementation(self.attn_implementation)
@@ -56,6 +62,14 @@ def example_batch(batch_sizes: list[int]) -> int:
         return int(batch_sizes[0])
     low, high = dims
     return min(max(low, 2), high)
+
+
+def load_package(torch: Any, package: Path, run_single_threaded: bool) -> Any:
+    """torch._inductor.aoti_load_package, asking for the single-threaded runner only
+    when wanted (older torch has no such argument)."""
+    if run_single_threaded:
+        return torch._inductor.aoti_load_package(str(package), run_single_threaded=True)
+    return torch._inductor.aoti_load_package(str(package))
 
 
 @register
@@ -125,9 +139,10 @@ class TorchAoti(GraphReplay, TorchEager):
         if built_with and built_with != torch.__version__:
             raise RuntimeError(f"package was compiled with torch {built_with}, this is "
                                f"{torch.__version__}: rebuild it (delete its build.json)")
-        package = Path(artifacts.build) / manifest.get("package", PACKAGE_FILE)
+        # Absolute path: the loader extracts the archive elsewhere.
+        package = (Path(artifacts.build) / manifest.get("package", PACKAGE_FILE)).resolve()
         self.input_names = list(artifacts.card["input_names"])
-        self.module = torch._inductor.aoti_load_package(str(package))
+        self.module = load_package(torch, package, self.options.single_threaded())
         self.package = package
         self.torch = torch
         if self.options.cuda_graph:
@@ -145,4 +160,5 @@ class TorchAoti(GraphReplay, TorchEager):
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "package": self.package.name,
-                "max_autotune": self.options.max_autotune, "cuda_graph": self.options.cuda_graph}
+                "max_autotune": self.options.max_autotune, "cuda_graph": self.options.cuda_graph,
+                "run_single_threaded": self.options.single_threaded()}
