@@ -605,3 +605,15 @@ def test_aoti_repro_without_cuda_says_so() -> None:
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert "no CUDA device" in run.stderr
+
+
+def test_a_crashed_aoti_row_names_the_torch_version_and_the_reproduction() -> None:
+    import torch
+
+    from inferbench.cli import _crash_hint
+
+    hint = _crash_hint({"backend": {"kind": "torch-aoti"}})
+    assert hint.startswith(f"; torch {torch.__version__.split('+')[0]}")
+    assert "scripts/aoti_repro.py" in hint
+    assert _crash_hint({"backend": {"kind": "torch-eager"}}) == ""
+    assert _crash_hint({"backend": {"kind": "no-such-kind"}}) == ""

@@ -93,6 +93,17 @@ def _run_in_worker(worker: str, args: argparse.Namespace, out: Path) -> str | No
             else f"exit code {completed.returncode}")
 
 
+def _crash_hint(settings: dict) -> str:
+    """"; <what is known>" about the backend's crashes, or ""."""
+    from inferbench.backends import registry
+
+    try:
+        hint = registry.get(settings["backend"]["kind"]).crash_hint()
+    except Exception:
+        return ""
+    return f"; {hint}" if hint else ""
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     """One benchmark job; a row is recorded even if the worker crashes."""
     from inferbench.bench import _now, base_result
@@ -103,10 +114,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     how = _run_in_worker("bench-worker", args, out)
     if how is None:
         return
-    result = base_result(json.loads(args.settings), args.batch, args.model, args.target)
+    settings = json.loads(args.settings)
+    result = base_result(settings, args.batch, args.model, args.target)
     result.update(status="error", reason=f"benchmark worker died ({how}); "
-                  "out of memory or a crash in the runtime", started_at=started_at,
-                  finished_at=_now())
+                  "out of memory or a crash in the runtime" + _crash_hint(settings),
+                  started_at=started_at, finished_at=_now())
     atomic_write_json(out, result)
 
 
@@ -130,10 +142,12 @@ def cmd_build(args: argparse.Namespace) -> None:
     how = _run_in_worker("build-worker", args, out)
     if how is None:
         return
-    spec = json.loads(args.settings)["backend"]
+    settings = json.loads(args.settings)
+    spec = settings["backend"]
     atomic_write_json(out, {"backend": spec["name"], "kind": spec["kind"], "status": "error",
                             "reason": f"build worker died ({how}); a crash in the compiler "
-                            "or runtime", "batch_sizes": json.loads(args.batch_sizes)})
+                            "or runtime" + _crash_hint(settings),
+                            "batch_sizes": json.loads(args.batch_sizes)})
 
 
 def cmd_build_worker(args: argparse.Namespace) -> None:

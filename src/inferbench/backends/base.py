@@ -147,6 +147,12 @@ class Backend(ABC):
         """Build this backend's engine into ``out_dir``; returns a manifest."""
         raise NotImplementedError(f"{self.kind} has no build step")
 
+    @classmethod
+    def crash_hint(cls) -> str:
+        """What is known about this backend's process crashing (added to the reason of
+        a row whose worker died); empty when nothing is."""
+        return ""
+
 
 class DeviceTimer(ABC):
     """Device-side elapsed time of one ``run`` (CUDA events on its stream)."""

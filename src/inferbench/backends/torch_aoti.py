@@ -11,6 +11,7 @@ build time (the config's ``threads``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ def example_batch(batch_sizes: list[int]) -> int:
 def load_package(torch: Any, package: Path, run_single_threaded: bool) -> Any:
     """torch._inductor.aoti_load_package, asking for the single-threaded runner only
     when wanted (older torch has no such argument)."""
+    # torch 2.10 regressed on loading a package in a process that never compiled one
+    # (AttributeError: torch._inductor has no attribute 'codecache'): import it first.
+    importlib.import_module("torch._inductor.codecache")
+
     if run_single_threaded:
         return torch._inductor.aoti_load_package(str(package), run_single_threaded=True)
     return torch._inductor.aoti_load_package(str(package))
@@ -85,6 +90,18 @@ class TorchAoti(GraphReplay, TorchEager):
         super().check_spec(spec)
         if spec.device == "cpu" and cls.parse_options(spec).cuda_graph:
             raise ConfigError(f"cuda_graph needs device 'cuda' for {cls.kind}")
+
+    @classmethod
+    def crash_hint(cls) -> str:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            version = "?"
+        return (f"torch {version}; AOTInductor packages crashed the process loading them "
+                "on an H100 with torch 2.11.0+cu130: python3 scripts/aoti_repro.py shows "
+                "which load variant crashes")
 
     def _example_inputs(self, card: Mapping[str, Any], batch: int, seq_len: int) -> tuple:
         from inferbench.backends.trt import synthetic_batches
