@@ -1,31 +1,36 @@
 #!/usr/bin/env python3
-"""Minimal reproduction of the AOTInductor package crash (SIGSEGV on load or first run).
+"""Minimal reproduction of the AOTInductor package crash (SIGSEGV when a package loads).
 
 Standalone: needs torch with CUDA (and transformers for the DistilBERT packages), not
 inferbench. Run it on the GPU machine:
 
-    python3 scripts/aoti_repro.py                 # everything (about 4-6 min on an H100)
-    python3 scripts/aoti_repro.py --quick         # two packages, the main load variants
+    python3 scripts/aoti_repro.py            # 4 packages, 16 loads (about 6 min on an H100)
+    python3 scripts/aoti_repro.py --quick    # 2 packages, 4 loads
 
-It compiles a few tiny models with ``torch._inductor.aoti_compile_and_package`` (each in
-its own process), then loads and runs every package in a fresh process per variant,
-changing one thing at a time against a baseline that does what inferbench's
-``torch-aoti`` benchmark job does:
+It compiles tiny models with ``torch._inductor.aoti_compile_and_package`` (each in its
+own process): an MLP (static batch) and a tiny DistilBERT from transformers (SDPA
+attention, dynamic batch), each twice, with Inductor's default C++ compiler (``$CXX``
+when set, ``@cxx``) and with ``g++`` from PATH (``@gxx``). Then it loads and runs every
+package in a fresh process, and varies one thing at a time:
 
-- the model: an MLP, a hand-written SDPA block with a padding mask, a tiny DistilBERT
-  (transformers, SDPA or eager attention), static or dynamic batch dimension;
-- the loader API: ``torch._inductor.aoti_load_package`` vs
-  ``torch._inductor.package.load_package``; ``run_single_threaded``;
-- CUDA initialised before the load or not; ``inference_mode`` vs ``no_grad``;
-- the package path absolute or relative; thread settings like the benchmark's;
-- a CUDA graph captured around the loaded model (inferbench's ``cuda_graph`` option);
-- PYTHONPATH as inherited or removed; onnxruntime imported first; loading in the
-  process that compiled the package.
+- on the ``@cxx`` DistilBERT package, what a load could change: ``CXX=g++`` at load
+  time, CUDA initialised first, ``torch._inductor.package.load_package`` instead of
+  ``aoti_load_package``, PYTHONPATH removed;
+- on the ``@gxx`` one, the benchmark's conditions: ``no_grad``, a relative path, the
+  benchmark's thread settings, batch 1, ``run_single_threaded``, a CUDA graph captured
+  around the package (with and without ``run_single_threaded``), onnxruntime first.
 
 Each child prints the stage it reached with ``faulthandler`` on, so a crash shows
-where (load, first run, capture) and the Python stack. The summary prints one line
-per variant: ok (with the max |diff| against eager), CRASH (signal), or error.
-Exit status: 0 when every variant ran, 1 when any crashed or failed.
+where and the Python frame. The summary has one line per job: ok (with the max |diff|
+against eager), CRASH (signal), error, timeout or skipped (time budget).
+
+Found on the H100 (torch 2.11.0+cu130, GCC 13.3): ``$CXX`` was ``/opt/gcc/bin/g++``, a
+shell script running the same GCC with its own assembler and linker driver
+(``-B/opt/gcc/bin``). Every package it built, the MLP included, crashed the loading
+process in ``_load_aoti`` (also with ``CXX=g++`` at load time); packages built with
+``/usr/bin/g++`` loaded and matched eager. inferbench's ``torch-aoti`` backend therefore
+builds with ``g++`` from PATH (its ``cxx`` option).
+Exit status: 0 when every job ran, 1 when any crashed or failed.
 """
 
 from __future__ import annotations
@@ -147,6 +152,11 @@ def child_compile(spec: dict[str, Any]) -> None:
 
     _define_modules()
     device = spec.get("device", "cuda")
+    if spec.get("cxx"):
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.cxx = (None, spec["cxx"])
+        os.environ["CXX"] = spec["cxx"]
     module, inputs = build_model(spec["model"], device)
     dynamic_shapes = None
     if spec["dynamic"]:
@@ -155,7 +165,9 @@ def child_compile(spec: dict[str, Any]) -> None:
     stage("export")
     with torch.no_grad():
         exported = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes)
-    stage("compile")
+    import torch._inductor.config as inductor_config
+
+    stage("compile", cxx=str(inductor_config.cpp.cxx[-1]))
     start = time.perf_counter()
     torch._inductor.aoti_compile_and_package(exported, package_path=spec["package"])
     stage("compiled", seconds=round(time.perf_counter() - start, 1))
@@ -268,7 +280,8 @@ def child_env() -> None:
     import platform
 
     info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                            "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+                            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                            "CXX": os.environ.get("CXX", "")}
     try:
         import torch
 
@@ -297,12 +310,18 @@ def child_env() -> None:
 
 
 # -- the parent -----------------------------------------------------------------------
+# Compilers a package can be built with: Inductor's default (which is $CXX when set)
+# and g++ as found on PATH. On the H100 machine $CXX was a wrapper script around the
+# system GCC with its own assembler and linker driver (-B/opt/gcc/bin).
+COMPILERS = {"cxx": "", "gxx": "g++"}
+
+
 @dataclass
-class Variant:
+class Job:
     name: str
-    package: str
-    spec: dict[str, Any] = field(default_factory=dict)
-    env: str = "inherit"  # or "no-pythonpath"
+    kind: str  # compile or load
+    spec: dict[str, Any]
+    env: dict[str, str | None] = field(default_factory=dict)  # None: remove the variable
 
 
 @dataclass
@@ -314,22 +333,19 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _run_child(kind: str, spec: dict[str, Any], timeout: float, env_mode: str = "inherit"
-               ) -> tuple[int | None, str, str, float]:
+def _command(job: Job) -> list[str]:
+    return [sys.executable, "-X", "faulthandler", os.path.abspath(__file__),
+            f"--child={job.kind}", f"--spec={json.dumps(job.spec)}"]
+
+
+def _environment(job: Job) -> dict[str, str]:
     env = dict(os.environ)
-    if env_mode == "no-pythonpath":
-        env.pop("PYTHONPATH", None)
-    command = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__),
-               f"--child={kind}", f"--spec={json.dumps(spec)}"]
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=spec.get("cwd") or None)
-        return done.returncode, done.stdout, done.stderr, time.perf_counter() - start
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return None, out, err, time.perf_counter() - start
+    for key, value in job.env.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 def _outcome(name: str, code: int | None, out: str, err: str, seconds: float) -> Outcome:
@@ -365,50 +381,111 @@ def _crash_frame(err: str) -> str:
     return "no Python frame printed"
 
 
-def _variants(packages: dict[str, str], quick: bool, device: str = "cuda") -> list[Variant]:
+def run_jobs(jobs: list[Job], parallel: int, timeout: float, deadline: float
+             ) -> list[Outcome]:
+    """Run the jobs, ``parallel`` at a time, each in its own process; a job not started
+    before ``deadline`` (perf_counter) is skipped. Prints each outcome as it comes."""
+    outcomes: dict[str, Outcome] = {}
+    pending = list(jobs)
+    running: list[tuple[Job, subprocess.Popen[str], float]] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            if time.perf_counter() > deadline:
+                outcomes[job.name] = Outcome(job.name, "skipped", detail="time budget")
+                print(_line(outcomes[job.name]), flush=True)
+                continue
+            proc = subprocess.Popen(_command(job), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=_environment(job),
+                                    cwd=job.spec.get("cwd") or None)
+            running.append((job, proc, time.perf_counter()))
+        time.sleep(0.2)
+        for item in list(running):
+            job, proc, started = item
+            if proc.poll() is None and time.perf_counter() - started < timeout:
+                continue
+            timed_out = proc.poll() is None
+            if timed_out:
+                proc.kill()
+            out, err = proc.communicate()
+            running.remove(item)
+            outcomes[job.name] = _outcome(job.name, None if timed_out else proc.returncode,
+                                          out, err, time.perf_counter() - started)
+            print(_line(outcomes[job.name]), flush=True)
+    return [outcomes[job.name] for job in jobs]
+
+
+def package_names(quick: bool) -> list[str]:
+    models = (["distilbert-sdpa-dynamic"] if quick else
+              ["mlp-static", "distilbert-sdpa-dynamic"])
+    return [f"{model}@{compiler}" for model in models for compiler in COMPILERS]
+
+
+def compile_jobs(names: list[str], workdir: Path, device: str) -> list[Job]:
+    jobs = []
+    for name in names:
+        model_shape, compiler = name.split("@")
+        model, shape = model_shape.rsplit("-", 1)
+        spec = {"model": model, "dynamic": shape == "dynamic", "device": device,
+                "package": str(workdir / f"{name}.pt2"), "cxx": COMPILERS[compiler],
+                "load_after": model.startswith("distilbert")}
+        label = " (+ load in the compiling process)" if spec["load_after"] else ""
+        jobs.append(Job(f"{name}: compile{label}", "compile", spec))
+    return jobs
+
+
+def load_jobs(packages: dict[str, str], quick: bool, device: str = "cuda") -> list[Job]:
     base = {"api": "aoti_load_package", "cuda_init": "after", "inference_mode": True,
             "device": device}
-    out: list[Variant] = []
-    for name, path in packages.items():
-        model = name.rsplit("-", 1)[0]
-        out.append(Variant(f"{name}: baseline", path, {**base, "model": model}))
-    main = "distilbert-sdpa-dynamic"
-    if main not in packages:
-        return out
-    path, model = packages[main], "distilbert-sdpa"
-    changes: list[tuple[str, dict[str, Any], str]] = [
-        ("CUDA initialised before load", {"cuda_init": "before"}, "inherit"),
-        ("no_grad instead of inference_mode", {"inference_mode": False}, "inherit"),
-        ("torch._inductor.package.load_package", {"api": "load_package"}, "inherit"),
-        ("relative package path", {"relative": True}, "inherit"),
-        ("benchmark-like threads (OMP 2, intra 2, inter-op 1)", {"threads": True}, "inherit"),
-        ("batch 1 (bottom of the dynamic range)", {"batch": 1}, "inherit"),
-        ("run_single_threaded=True", {"run_single_threaded": True}, "inherit"),
-        ("CUDA graph capture", {"cuda_graph": True}, "inherit"),
-        ("CUDA graph capture + run_single_threaded", {"cuda_graph": True,
-                                                      "run_single_threaded": True}, "inherit"),
-        ("PYTHONPATH removed", {}, "no-pythonpath"),
-        ("onnxruntime imported first", {"onnxruntime_first": True}, "inherit"),
+    jobs = [Job(f"{name}: load", "load", {**base, "model": name.rsplit("-", 1)[0],
+                                          "package": path})
+            for name, path in packages.items()]
+    model = "distilbert-sdpa"
+    # On the package built with Inductor's default compiler: does anything at load help?
+    on_default: list[tuple[str, dict[str, Any], dict[str, str | None]]] = [
+        ("CXX=g++ when loading", {}, {"CXX": "g++"}),
+        ("CUDA initialised before load", {"cuda_init": "before"}, {}),
+        ("torch._inductor.package.load_package", {"api": "load_package"}, {}),
+        ("PYTHONPATH removed", {}, {"PYTHONPATH": None}),
     ]
-    if device != "cuda":
-        changes = [c for c in changes if "CUDA" not in c[0]]
+    # On the package built with g++: does it survive the benchmark's conditions?
+    on_gxx: list[tuple[str, dict[str, Any], dict[str, str | None]]] = [
+        ("no_grad instead of inference_mode", {"inference_mode": False}, {}),
+        ("relative package path", {"relative": True}, {}),
+        ("benchmark-like threads (OMP 2, intra 2, inter-op 1)", {"threads": True}, {}),
+        ("batch 1 (bottom of the dynamic range)", {"batch": 1}, {}),
+        ("run_single_threaded=True", {"run_single_threaded": True}, {}),
+        ("CUDA graph capture", {"cuda_graph": True}, {}),
+        ("CUDA graph capture + run_single_threaded",
+         {"cuda_graph": True, "run_single_threaded": True}, {}),
+        ("onnxruntime imported first", {"onnxruntime_first": True}, {}),
+    ]
     if quick:
-        keep = ("CUDA initialised before load", "torch._inductor.package.load_package",
-                "relative package path", "CUDA graph capture + run_single_threaded",
-                "PYTHONPATH removed")
-        changes = [c for c in changes if c[0] in keep]
-    for label, change, env in changes:
-        out.append(Variant(f"{main}: {label}", path, {**base, "model": model, **change}, env))
-    return out
+        on_default = on_default[:1]
+        on_gxx = [v for v in on_gxx if v[0] == "CUDA graph capture + run_single_threaded"]
+    if device != "cuda":
+        on_default = [v for v in on_default if "CUDA" not in v[0]]
+        on_gxx = [v for v in on_gxx if "CUDA" not in v[0]]
+    for suffix, variants in (("cxx", on_default), ("gxx", on_gxx)):
+        name = f"distilbert-sdpa-dynamic@{suffix}"
+        if name not in packages:
+            continue
+        for label, change, env in variants:
+            jobs.append(Job(f"{name}: {label}", "load",
+                            {**base, "model": model, "package": packages[name], **change},
+                            env))
+    return jobs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two packages, five variants")
+    parser.add_argument("--quick", action="store_true",
+                        help="one model, both compilers, four loads")
     parser.add_argument("--workdir", default="", help="where packages go (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per child")
-    parser.add_argument("--budget", type=float, default=560,
-                        help="overall seconds; variants left when it runs out are skipped")
+    parser.add_argument("--parallel", type=int, default=4, help="children at a time")
+    parser.add_argument("--budget", type=float, default=540,
+                        help="overall seconds; jobs not started by then are skipped")
     parser.add_argument("--json", default="", help="also write the outcomes here")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                         help="cpu: a self-test of this script on a machine without a GPU")
@@ -423,8 +500,10 @@ def main() -> int:
         return 0
 
     started = time.perf_counter()
-    code, out, err, _ = _run_child("env", {}, 120)
-    env_line = next((ln[4:] for ln in out.splitlines() if ln.startswith("ENV ")), "{}")
+    deadline = started + args.budget
+    env_job = Job("env", "env", {})
+    done = subprocess.run(_command(env_job), capture_output=True, text=True, timeout=120)
+    env_line = next((ln[4:] for ln in done.stdout.splitlines() if ln.startswith("ENV ")), "{}")
     print("environment:", env_line, flush=True)
     info = json.loads(env_line)
     if args.device == "cuda" and not info.get("cuda_available"):
@@ -433,63 +512,22 @@ def main() -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aoti_repro_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    models = (["mlp-static", "distilbert-sdpa-dynamic"] if args.quick else
-              ["mlp-static", "sdpa-dynamic", "distilbert-sdpa-dynamic",
-               "distilbert-sdpa-static", "distilbert-eager-dynamic"])
+    names = package_names(args.quick)
     if not info.get("transformers"):
-        models = [m for m in models if not m.startswith("distilbert")]
-    outcomes: list[Outcome] = []
+        names = [n for n in names if not n.startswith("distilbert")]
+    outcomes = run_jobs(compile_jobs(names, workdir, args.device), args.parallel,
+                        args.timeout, deadline)
+    packages = {n: str(workdir / f"{n}.pt2") for n in names
+                if (workdir / f"{n}.pt2").is_file()}
+    outcomes += run_jobs(load_jobs(packages, args.quick, args.device), args.parallel,
+                         args.timeout, deadline)
 
-    # Compile every package, each in its own process, a few at a time.
-    packages: dict[str, str] = {}
-    pending = list(models)
-    running: list[tuple[str, subprocess.Popen[str], float]] = []
-    while pending or running:
-        while pending and len(running) < 3:
-            name = pending.pop(0)
-            model, shape = name.rsplit("-", 1)
-            path = str(workdir / f"{name}.pt2")
-            spec = {"model": model, "dynamic": shape == "dynamic", "package": path,
-                    "load_after": name == "distilbert-sdpa-dynamic", "device": args.device}
-            proc = subprocess.Popen(
-                [sys.executable, "-X", "faulthandler", os.path.abspath(__file__),
-                 "--child=compile", f"--spec={json.dumps(spec)}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            running.append((name, proc, time.perf_counter()))
-        time.sleep(0.5)
-        for item in list(running):
-            name, proc, t0 = item
-            if proc.poll() is None and time.perf_counter() - t0 < args.timeout:
-                continue
-            if proc.poll() is None:
-                proc.kill()
-            out, err = proc.communicate()
-            running.remove(item)
-            result = _outcome(f"{name}: compile (+ load in the compiling process)"
-                              if name == "distilbert-sdpa-dynamic" else f"{name}: compile",
-                              proc.returncode if proc.returncode is not None else None,
-                              out, err, time.perf_counter() - t0)
-            outcomes.append(result)
-            print(_line(result), flush=True)
-            if Path(workdir / f"{name}.pt2").is_file():
-                packages[name] = str(workdir / f"{name}.pt2")
-
-    for variant in _variants({m: packages[m] for m in models if m in packages}, args.quick,
-                             args.device):
-        if time.perf_counter() - started > args.budget:
-            outcomes.append(Outcome(variant.name, "skipped", detail="time budget"))
-            print(_line(outcomes[-1]), flush=True)
-            continue
-        spec = {**variant.spec, "package": variant.package}
-        code, out, err, seconds = _run_child("load", spec, args.timeout, variant.env)
-        outcomes.append(_outcome(variant.name, code, out, err, seconds))
-        print(_line(outcomes[-1]), flush=True)
-
-    print("\nsummary (torch {} on {}):".format(info.get("torch"), info.get("gpu")))
+    print("\nsummary (torch {} on {}; CXX={}):".format(
+        info.get("torch"), info.get("gpu"), info.get("CXX") or "(unset)"))
     for outcome in outcomes:
         print("  " + _line(outcome))
     crashed = [o for o in outcomes if o.status in ("CRASH", "error", "timeout")]
-    print(f"\n{len(crashed)} of {len(outcomes)} variants crashed or failed; "
+    print(f"\n{len(crashed)} of {len(outcomes)} jobs crashed or failed; "
           f"{time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"environment": info,

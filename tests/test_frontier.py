@@ -568,6 +568,24 @@ def test_aoti_single_threaded_runner_follows_cuda_graph() -> None:
     assert calls == [("/p/model.pt2", {"run_single_threaded": True}), ("/p/model.pt2", {})]
 
 
+def test_aoti_build_compiler_choice(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("CXX", "/opt/gcc/bin/g++")  # restored afterwards
+
+    from inferbench.backends.torch_aoti import AotiOptions, use_compiler
+
+    assert AotiOptions().cxx == "g++"
+    config = SimpleNamespace(cpp=SimpleNamespace(cxx=(None, "/opt/gcc/bin/g++")))
+    chosen = use_compiler(config, "g++")
+    assert config.cpp.cxx == (None, "g++")
+    assert chosen["requested"] == "g++" and chosen["path"] and chosen["version"]
+    untouched = SimpleNamespace(cpp=SimpleNamespace(cxx=(None, "no-such-compiler")))
+    assert use_compiler(untouched, "") == {"requested": "(Inductor default)", "path": None,
+                                           "version": None}
+    assert untouched.cpp.cxx == (None, "no-such-compiler")
+
+
 def _repro_module() -> Any:
     spec = importlib.util.spec_from_file_location("aoti_repro", REPO / "scripts" / "aoti_repro.py")
     assert spec and spec.loader
@@ -593,10 +611,23 @@ def test_aoti_repro_reads_a_crash_and_a_success() -> None:
     failed = repro._outcome("v", 1, "STAGE load\n", "Traceback...\nRuntimeError: bad\n", 1.0)
     assert (failed.status, failed.detail) == ("error", "RuntimeError: bad")
     assert repro._outcome("v", None, "STAGE compile\n", "", 300).status == "timeout"
-    names = [v.name for v in repro._variants({"mlp-static": "a", "distilbert-sdpa-dynamic": "b"},
-                                             quick=False)]
-    assert "distilbert-sdpa-dynamic: CUDA graph capture + run_single_threaded" in names
-    assert len(names) == len(set(names))
+    packages = {name: f"/w/{name}.pt2" for name in repro.package_names(quick=False)}
+    assert set(packages) == {"mlp-static@cxx", "mlp-static@gxx",
+                             "distilbert-sdpa-dynamic@cxx", "distilbert-sdpa-dynamic@gxx"}
+    compiles = repro.compile_jobs(list(packages), Path("/w"), "cuda")
+    assert {job.spec["cxx"] for job in compiles} == {"", "g++"}
+    jobs = repro.load_jobs(packages, quick=False)
+    names = [job.name for job in jobs]
+    assert len(names) == len(set(names)) == 4 + 4 + 8
+    by_name = {job.name: job for job in jobs}
+    at_load = by_name["distilbert-sdpa-dynamic@cxx: CXX=g++ when loading"]
+    assert at_load.env == {"CXX": "g++"} and at_load.spec["package"].endswith("@cxx.pt2")
+    graph = by_name["distilbert-sdpa-dynamic@gxx: CUDA graph capture + run_single_threaded"]
+    assert graph.spec["cuda_graph"] and graph.spec["run_single_threaded"]
+    assert by_name["distilbert-sdpa-dynamic@cxx: PYTHONPATH removed"].env == {"PYTHONPATH": None}
+    quick = repro.load_jobs({n: packages[n] for n in repro.package_names(quick=True)}, True)
+    assert len(quick) == 4
+    assert not any("CUDA" in job.name for job in repro.load_jobs(packages, False, "cpu"))
 
 
 @no_gpu
