@@ -226,6 +226,35 @@ def test_fp8_and_int8_parity_tolerances(tiny_model: dict, tmp_path: Path, precis
         assert f"> {tolerance}" in row["reason"]
 
 
+@register
+class FrontierFakeBuilt(FrontierFake):
+    """A build that the runtime refuses outright."""
+
+    kind = "frontier-fake-built"
+    needs = frozenset({"build"})
+
+    def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
+              ) -> dict[str, Any]:
+        raise Unsupported("mat2.size(1) needs to be greater than 0 and a multiple of 8")
+
+
+def test_unsupported_build_makes_unavailable_rows(tiny_model: dict, tmp_path: Path) -> None:
+    from inferbench.build import build_engine
+
+    config = tiny_config_dict()
+    config["backends"] = [{"name": "b", "kind": "frontier-fake-built", "precision": "int8"}]
+    settings = job_settings(validate_config(config), "b")
+    root = tiny_model["root"]
+    manifest_path = tmp_path / "build" / "build.json"
+    manifest = build_engine(settings, [2], root / "hf", root / "card.json", None, manifest_path)
+    assert manifest["status"] == "unavailable"
+    assert "multiple of 8" in manifest["reason"]
+    paths = JobPaths(model_dir=root / "hf", card=root / "card.json", inputs=root / "inputs.npz",
+                     reference=root / "reference.npz", build_manifest=manifest_path)
+    row = run_job(settings, 2, paths, "tiny-distilbert", "local", tmp_path / "row.json")
+    assert row["status"] == "unavailable" and "multiple of 8" in row["reason"]
+
+
 def test_row_has_its_distance_to_the_hardware(tiny_model: dict, tmp_path: Path) -> None:
     row = _fake_row(tiny_model, tmp_path, "fp32")
     assert row["status"] == "ok"
