@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine: installs the carried wheels (.whl/) and the
-# onnxruntime-gpu parts (.gpu/part_*, one or more per call, kept in ~/parts), then
-# runs one step of the GPU work with the real workflow. Everything that must survive
-# between calls lives in $HOME; every call packs what exists so far into $OUT.
+# Runs on the lent GPU machine: installs the carried wheels (.whl/: snakemake's,
+# torchao's, LoadGen's) and the onnxruntime-gpu parts (.gpu/part_*, one or more per
+# call, kept in ~/parts), then runs one step of the GPU work with the real workflow.
+# Everything that must survive between calls lives in $HOME; every call packs what
+# exists so far into $OUT.
 # usage: scripts/device_session.sh <step>
 #   setup     install what has arrived, print the machine's fingerprint
-#   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable)
+#   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable);
+#             ONLY="backend ..." runs only these backends' jobs (and what they need)
 #   fidelity  scripts/harness_fidelity.py for every GPU backend at batches 1 and 16
 #   second    a second, independent sweep at batches 1 and 16 (run-to-run check)
 #   aoti      the AOTInductor reproduction
@@ -20,6 +22,11 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels"
 fi
+# torchao (for the torchao-* rows), also when snakemake's wheels went in before it.
+if ls .whl/torchao-*.whl >/dev/null 2>&1 && [ ! -d "$SITE/torchao" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/torchao-*.whl
+fi
 if [ ! -f "$SITE/.ort_gpu_installed" ] && [ "$(ls "$HOME"/parts/part_* 2>/dev/null | wc -l)" = 4 ]; then
   rm -rf "$SITE"/onnxruntime "$SITE"/onnxruntime-*.dist-info
   cat "$HOME"/parts/part_* | xz -d | tar -x -C "$SITE" && touch "$SITE/.ort_gpu_installed"
@@ -28,6 +35,7 @@ export PYTHONPATH=$SITE:$PWD/src
 export PATH=$SITE/bin:$PATH
 export PYTHONUNBUFFERED=1
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+python3 -c "import torchao; print('torchao', torchao.__version__)" 2>&1 | tail -1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
 # smk RESULTS_DIR [KEY=VALUE ...] -- TARGETS...
 smk() {
@@ -48,14 +56,24 @@ case $step in
       rm -rf "$RESULTS"/engines/*/*/ort-trt*
       mkdir -p "$RESULTS" && touch "$RESULTS/.ort_gpu_rows"
     fi
-    smk "$RESULTS" -- all ;;
+    targets=all
+    if [ -n "${ONLY:-}" ]; then
+      # shellcheck disable=SC2086
+      targets=$(python3 -m inferbench bench-targets --config config/gpu.yaml \
+        --results-dir "$RESULTS" $ONLY) || exit 2
+    fi
+    # shellcheck disable=SC2086
+    smk "$RESULTS" -- $targets ;;
   fidelity)
     python3 scripts/harness_fidelity.py --config config/gpu.yaml --results-dir "$RESULTS" \
       --backend all --batch "${FIDELITY_BATCHES:-1,16}" 2>&1 | tee "$RESULTS/harness_fidelity.md" ;;
   second)
     smk "$SECOND" 'batch_sizes=[1,16]' -- all ;;
   aoti)
-    timeout 300 python3 scripts/aoti_repro.py 2>&1 | tee "$RESULTS/aoti_repro.txt" ;;
+    # The AOTInductor crash, reduced: which load variant crashes (see the script).
+    mkdir -p "$RESULTS"
+    timeout 300 python3 scripts/aoti_repro.py ${AOTI_ARGS:-} --json "$RESULTS/aoti_repro.json" \
+      2>&1 | tee "$RESULTS/aoti_repro.txt" ;;
 esac
 if [ -n "${OUT:-}" ]; then
   for folder in "$RESULTS" "$SECOND"; do

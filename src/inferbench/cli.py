@@ -58,10 +58,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_optimize(args: argparse.Namespace) -> None:
     from inferbench.prepare.model import read_json
-    from inferbench.prepare.onnx import optimize_onnx
+    from inferbench.prepare.onnx import optimize_onnx, parse_tuning
 
     optimize_onnx(Path(args.input), Path(args.out), read_json(Path(args.card)), args.opt_level,
-                  float16=args.fp16)
+                  float16=args.fp16, tuning=parse_tuning(args.tuning or ""))
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -94,17 +94,31 @@ def _run_in_worker(worker: str, args: argparse.Namespace, out: Path,
             else f"exit code {completed.returncode}")
 
 
+def _crash_hint(settings: dict) -> str:
+    """"; <what is known>" about the backend's crashes, or ""."""
+    from inferbench.backends import registry
+
+    try:
+        hint = registry.get(settings["backend"]["kind"]).crash_hint()
+    except Exception:
+        return ""
+    return f"; {hint}" if hint else ""
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     """One benchmark job: `measurement.repeats` launches, each a fresh process; a row is
     recorded even if a launch crashes. This process imports no runtime."""
     from inferbench.measure.harness import run_job
 
+    settings = json.loads(args.settings)
+    hint = _crash_hint(settings)
+
     def launch(index: int, path: Path) -> str | None:
         launch_args = argparse.Namespace(**{**vars(args), "out": str(path)})
-        return _run_in_worker("bench-launch", launch_args, path)
+        how = _run_in_worker("bench-launch", launch_args, path)
+        return None if how is None else how + hint
 
-    run_job(json.loads(args.settings), args.batch, args.model, args.target, Path(args.out),
-            launch)
+    run_job(settings, args.batch, args.model, args.target, Path(args.out), launch)
 
 
 def cmd_bench_launch(args: argparse.Namespace) -> None:
@@ -127,10 +141,12 @@ def cmd_build(args: argparse.Namespace) -> None:
     how = _run_in_worker("build-worker", args, out)
     if how is None:
         return
-    spec = json.loads(args.settings)["backend"]
+    settings = json.loads(args.settings)
+    spec = settings["backend"]
     atomic_write_json(out, {"backend": spec["name"], "kind": spec["kind"], "status": "error",
                             "reason": f"build worker died ({how}); a crash in the compiler "
-                            "or runtime", "batch_sizes": json.loads(args.batch_sizes)})
+                            "or runtime" + _crash_hint(settings),
+                            "batch_sizes": json.loads(args.batch_sizes)})
 
 
 def cmd_build_worker(args: argparse.Namespace) -> None:
@@ -174,6 +190,25 @@ def cmd_backends(_: argparse.Namespace) -> None:
         cls = registry.get(kind)
         print(f"{kind:22s} devices={','.join(sorted(cls.devices)):9s} "
               f"precisions={','.join(sorted(cls.precisions))}")
+
+
+def cmd_bench_targets(args: argparse.Namespace) -> None:
+    """Result paths of some backends' benchmark jobs, one a line: Snakemake targets
+    for running part of a sweep (scripts/device_session.sh ONLY=...)."""
+    from inferbench.config import backend_batch_sizes, load_config, target_names
+
+    config = load_config(args.config)
+    known = [entry["name"] for entry in config["backends"]]
+    unknown = sorted(set(args.backends) - set(known))
+    if unknown:
+        print(f"unknown backend(s) {unknown}; in {args.config}: {', '.join(known)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    results = args.results_dir or config["results_dir"]
+    for target in target_names(config):
+        for name in args.backends:
+            for batch in backend_batch_sizes(config, name):
+                print(f"{results}/bench/{target}/{config['model']['name']}/{name}/bs{batch}.json")
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -314,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--opt-level", type=int, default=1)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--tuning", default="",
+                   help="optimizer choices beyond the defaults, e.g. fastgelu-rawmask")
     p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("quantize", help="ONNX Runtime dynamic INT8 quantization")
@@ -359,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("bench-targets", help="result paths of some backends' jobs")
+    p.add_argument("--config", required=True)
+    p.add_argument("--results-dir", default="")
+    p.add_argument("backends", nargs="+")
+    p.set_defaults(func=cmd_bench_targets)
     add_report_commands(sub)
     return parser
 

@@ -33,6 +33,8 @@ DEFAULT_PARITY: dict[str, dict[str, float]] = {
     "fp16": {"max_abs": 5e-2, "min_agreement": 0.95},
     "bf16": {"max_abs": 1e-1, "min_agreement": 0.9},
     "int8": {"max_abs": 2e-1, "min_agreement": 0.9},
+    # Dynamic FP8 (e4m3) activations and weights in every encoder GEMM.
+    "fp8": {"max_abs": 2e-1, "min_agreement": 0.9},
 }
 
 
@@ -219,6 +221,11 @@ def _check_semantics(config: dict[str, Any]) -> None:
                 f"config key 'backends[{index}].kind': unknown backend {entry['kind']!r}; "
                 f"allowed: {', '.join(sorted(kinds))}"
             )
+        extra = sorted(set(entry.get("batch_sizes") or []) - set(config["batch_sizes"]))
+        if extra:
+            raise ConfigError(
+                f"config key 'backends[{index}].batch_sizes' ({name}): {extra} not in "
+                f"'batch_sizes'; allowed: a subset of {config['batch_sizes']}")
         spec = BackendSpec.from_entry(entry)
         try:
             registry.get(spec.kind).check_spec(spec)
@@ -267,6 +274,14 @@ def backend_spec(config: Mapping[str, Any], name: str) -> BackendSpec:
     for spec in backend_specs(config):
         if spec.name == name:
             return spec
+    raise KeyError(name)
+
+
+def backend_batch_sizes(config: Mapping[str, Any], name: str) -> list[int]:
+    """The batch sizes one backend runs: its own `batch_sizes`, else the sweep's."""
+    for entry in config["backends"]:
+        if entry["name"] == name:
+            return sorted(entry.get("batch_sizes") or config["batch_sizes"])
     raise KeyError(name)
 
 

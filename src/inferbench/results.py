@@ -141,6 +141,8 @@ class Result:
     memory: Memory = field(default_factory=Memory)
     contention: list[Contention] = field(default_factory=list)
     energy: dict[str, Any] | None = None
+    # achieved TFLOP/s, fraction of the device's peak, kernels per inference
+    hardware: dict[str, Any] | None = None
     cold_start: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     stopping: dict[str, Any] | None = None
@@ -280,6 +282,9 @@ LONG_COLUMNS: dict[str, Any] = {
     "torch_allocated_peak_mib": lambda r: r.memory.torch_allocated_peak_mib,
     "process_gpu_mib": lambda r: r.memory.process_gpu_mib,
     "energy_j_per_1000": lambda r: (r.energy or {}).get("joules_per_1000_inferences"),
+    "achieved_tflops": lambda r: (r.hardware or {}).get("achieved_tflops"),
+    "peak_fraction": lambda r: (r.hardware or {}).get("peak_fraction"),
+    "kernels_per_inference": lambda r: (r.hardware or {}).get("kernels_per_inference"),
     "parity_max_abs": lambda r: (r.parity or {}).get("max_abs"),
     "parity_agreement": lambda r: (r.parity or {}).get(
         "label_agreement", (r.parity or {}).get("min_cosine")),

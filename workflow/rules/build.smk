@@ -17,7 +17,7 @@ rule build_engine:
         manifest=f"{RESULTS}/engines/{{target}}/{{model}}/{{backend}}/build.json",
     params:
         settings=build_settings,
-        batch_sizes=json.dumps(sorted(BATCHES)),
+        batch_sizes=lambda wc: json.dumps(backend_batches(wc.backend)),
         model_dir=rules.prepare_model.output.model_dir,
         onnx=optional_arg("--onnx", "onnx"),
     resources:

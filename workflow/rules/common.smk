@@ -25,7 +25,7 @@ shell.prefix(
 
 from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
 from inferbench.backends import registry as ib_registry  # noqa: E402
-from inferbench.prepare.onnx import VARIANTS  # noqa: E402
+from inferbench.prepare.onnx import OPTIMIZER_TUNINGS, VARIANTS  # noqa: E402
 
 
 # inferbench's checks first: one line that names the key and the allowed values
@@ -46,6 +46,9 @@ TARGETS = ib_config.target_names(config)
 BACKENDS = {spec.name: spec for spec in ib_config.backend_specs(config)}
 BATCHES = config["batch_sizes"]
 PACKAGE = Path(SRC) / "inferbench"
+# Optimizer tuning tokens, sorted and joined by "-" (see onnx_tools.tuned_variant).
+_TOKENS = "|".join(sorted(OPTIMIZER_TUNINGS))
+TUNING_PATTERN = f"({_TOKENS})(-({_TOKENS}))*"
 
 
 wildcard_constraints:
@@ -126,14 +129,23 @@ def build_settings(wildcards):
     return json.dumps(ib_config.build_settings(config, wildcards.backend), sort_keys=True)
 
 
+def backend_batches(name):
+    """The batch sizes of one backend (its own `batch_sizes`, else the sweep's)."""
+    return ib_config.backend_batch_sizes(config, name)
+
+
 def bench_results():
-    return expand(
-        f"{RESULTS}/bench/{{target}}/{{model}}/{{backend}}/bs{{batch}}.json",
-        target=TARGETS,
-        model=MODEL,
-        backend=sorted(BACKENDS),
-        batch=BATCHES,
-    )
+    return [
+        path
+        for name in sorted(BACKENDS)
+        for path in expand(
+            f"{RESULTS}/bench/{{target}}/{{model}}/{{backend}}/bs{{batch}}.json",
+            target=TARGETS,
+            model=MODEL,
+            backend=name,
+            batch=backend_batches(name),
+        )
+    ]
 
 
 def _result_files(folder):

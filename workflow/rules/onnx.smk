@@ -57,6 +57,31 @@ rule onnx_fp16:
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
+# A fused graph made with transformer-optimizer choices beyond the defaults (an `ort`
+# backend's fast_gelu / raw_attention_mask options): fused[-fp16]-<tuning>.onnx.
+rule onnx_optimize_tuned:
+    input:
+        onnx=rules.onnx_export.output.onnx,
+        card=rules.prepare_model.output.card,
+    output:
+        onnx=f"{RESULTS}/onnx/{{model}}/{{base}}-{{tuning}}.onnx",
+        manifest=f"{RESULTS}/onnx/{{model}}/{{base}}-{{tuning}}.onnx.json",
+    wildcard_constraints:
+        base="fused|fused-fp16",
+        tuning=TUNING_PATTERN,
+    params:
+        opt_level=config["export"]["optimizer_opt_level"],
+        fp16=lambda wildcards: "--fp16" if wildcards.base == "fused-fp16" else "",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/onnx_optimize_tuned/{model}_{base}-{tuning}.log",
+    shell:
+        "\"$IB_PYTHON\" -m inferbench optimize {params.fp16} --tuning {wildcards.tuning}"
+        " --input {input.onnx:q} --card {input.card:q} --opt-level {params.opt_level}"
+        " --out {output.onnx:q} > {log:q} 2>&1"
+
+
 rule onnx_quantize:
     input:
         onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx",

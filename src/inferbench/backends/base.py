@@ -20,6 +20,16 @@ import numpy as np
 from inferbench.spec import BackendSpec, ConfigError
 
 
+class Unsupported(RuntimeError):
+    """This configuration cannot run here for a known, documented reason.
+
+    Raised by a backend (at build, load or run time) when its runtime refuses a
+    shape or a setting it does not support, e.g. INT8 GEMMs whose row count is
+    at most 16. The harness records it as an ``unavailable`` row with the
+    message as its reason, never as an ``error``.
+    """
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool
@@ -141,6 +151,12 @@ class Backend(ABC):
               ) -> dict[str, Any]:
         """Build this backend's engine into ``out_dir``; returns a manifest."""
         raise NotImplementedError(f"{self.kind} has no build step")
+
+    @classmethod
+    def crash_hint(cls) -> str:
+        """What is known about this backend's process crashing (added to the reason of
+        a row whose worker died); empty when nothing is."""
+        return ""
 
 
 class DeviceTimer(ABC):

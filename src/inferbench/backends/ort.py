@@ -20,6 +20,10 @@ from inferbench.spec import BackendSpec, ConfigError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+# The CUDA EP's `sdpa_kernel` bitmask (onnxruntime contrib_ops attention_common.h,
+# AttentionBackend): which fused attention kernels its Attention ops may pick. The
+# unfused (math) path always stays allowed as the fallback.
+ATTENTION_KERNELS = {"flash": 1, "efficient": 2, "trt-fused": 4, "cudnn-flash": 8, "math": 16}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,17 @@ class OrtOptions:
     graph_optimization_level: str = "all"
     io_binding: bool = True
     cuda_graph: bool = False
+    # Transformer optimizer choices (fused graphs only; each makes its own ONNX file):
+    # GELU as its tanh approximation (FastGelu), and the raw 2-D attention mask for the
+    # Attention ops instead of 1-D sequence lengths (the BERT default).
+    fast_gelu: bool = False
+    raw_attention_mask: bool = False
+    # CUDA EP: TunableOp (benchmarks the candidate kernels of tunable ops on first use,
+    # during warm-up) and which attention kernels the Attention ops may use ("default":
+    # ONNX Runtime's choice).
+    tunable_op: bool = False
+    tunable_op_max_tuning_ms: int = 0
+    attention_kernel: str = "default"
 
     def __post_init__(self) -> None:
         if self.graph not in ("plain", "fused"):
@@ -35,6 +50,34 @@ class OrtOptions:
                              f"optimizer), not {self.graph!r}")
         if self.graph_optimization_level not in OPT_LEVELS:
             raise ValueError(f"graph_optimization_level must be one of {OPT_LEVELS}")
+        allowed = ("default", *ATTENTION_KERNELS)
+        if self.attention_kernel not in allowed:
+            raise ValueError(f"attention_kernel must be one of {allowed}, "
+                             f"not {self.attention_kernel!r}")
+        if self.tunable_op_max_tuning_ms < 0:
+            raise ValueError("tunable_op_max_tuning_ms must be >= 0 (0: no limit)")
+
+    def optimizer_tuning(self) -> tuple[str, ...]:
+        """Transformer-optimizer tokens of this row's ONNX variant (see onnx_tools)."""
+        return tuple(token for token, on in (("fastgelu", self.fast_gelu),
+                                              ("rawmask", self.raw_attention_mask)) if on)
+
+
+def cuda_provider_options(options: OrtOptions, stream_handle: int | None) -> dict[str, str]:
+    """CUDA EP provider options of one row (strings, as the Python API wants)."""
+    provider = {"device_id": "0"}
+    if stream_handle is not None:
+        provider["user_compute_stream"] = str(stream_handle)
+    if options.cuda_graph:
+        provider["enable_cuda_graph"] = "1"
+    if options.tunable_op:
+        provider["tunable_op_enable"] = "1"
+        provider["tunable_op_tuning_enable"] = "1"
+        if options.tunable_op_max_tuning_ms:
+            provider["tunable_op_max_tuning_duration_ms"] = str(options.tunable_op_max_tuning_ms)
+    if options.attention_kernel != "default":
+        provider["sdpa_kernel"] = str(ATTENTION_KERNELS[options.attention_kernel])
+    return provider
 
 
 def check_session_provider(session: Any, requested: str) -> None:
@@ -82,11 +125,25 @@ class OnnxRuntime(Backend):
             raise ConfigError("precision 'int8' (dynamic quantization) runs on device 'cpu'")
         if options.cuda_graph and spec.device != "cuda":
             raise ConfigError("cuda_graph needs device 'cuda'")
+        if options.optimizer_tuning() and (options.graph != "fused"
+                                           or spec.precision == "int8"):
+            raise ConfigError("fast_gelu and raw_attention_mask are transformer-optimizer "
+                              "choices: they need graph 'fused' and precision fp32 or fp16")
+        cuda_only = [name for name, on in (("tunable_op", options.tunable_op),
+                                           ("attention_kernel",
+                                            options.attention_kernel != "default")) if on]
+        if cuda_only and spec.device != "cuda":
+            raise ConfigError(f"{', '.join(cuda_only)} are CUDA EP options: they need "
+                              "device 'cuda'")
 
     @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str:
-        graph = cls.parse_options(spec).graph
-        return {"fp32": graph, "int8": f"{graph}-int8", "fp16": f"{graph}-fp16"}[spec.precision]
+        options = cls.parse_options(spec)
+        graph = options.graph
+        base = {"fp32": graph, "int8": f"{graph}-int8", "fp16": f"{graph}-fp16"}[spec.precision]
+        from inferbench.prepare.onnx import tuned_variant
+
+        return tuned_variant(base, options.optimizer_tuning())
 
     @property
     def provider(self) -> str:
@@ -125,10 +182,7 @@ class OnnxRuntime(Backend):
         # "no user stream" and would run on a stream of its own, which events on the
         # current stream do not bracket.
         self.stream = torch.cuda.Stream()
-        options = {"device_id": "0", "user_compute_stream": str(self.stream.cuda_stream)}
-        if self.options.cuda_graph:
-            options["enable_cuda_graph"] = "1"
-        return options
+        return cuda_provider_options(self.options, self.stream.cuda_stream)
 
     def load(self, artifacts: Artifacts) -> None:
         import onnxruntime as ort
@@ -212,4 +266,9 @@ class OnnxRuntime(Backend):
         return {"providers": self.session.get_providers(), "onnxruntime": ort.__version__,
                 "graph": self.options.graph, "io_binding": self.options.io_binding,
                 "cuda_graph": self.options.cuda_graph,
-                "graph_optimization_level": self.options.graph_optimization_level}
+                "graph_optimization_level": self.options.graph_optimization_level,
+                "optimizer_tuning": list(self.options.optimizer_tuning()),
+                "tunable_op": self.options.tunable_op,
+                "attention_kernel": self.options.attention_kernel,
+                "provider_options": self.session.get_provider_options().get(self.provider, {})
+                if self.spec.device == "cuda" else {}}

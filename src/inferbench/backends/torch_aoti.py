@@ -7,10 +7,22 @@ and checks the package against the eager module on one batch. The benchmark load
 that file with ``torch._inductor.aoti_load_package``: compilation time is build
 time, never latency. On the CPU the compiled kernels use the thread count set at
 build time (the config's ``threads``).
+
+The package's C++ wrapper is compiled with the compiler named by ``cxx`` (default:
+``g++`` found on PATH), not Inductor's default, which is ``$CXX``: on the H100 machine
+``$CXX`` was a wrapper script around the same GCC 13.3 with its own assembler and
+linker driver (``-B/opt/gcc/bin``), and every package it built crashed the process that
+loaded it (SIGSEGV in the package loader, torch 2.11.0+cu130, an MLP as much as
+DistilBERT); the same packages built with ``/usr/bin/g++`` loaded and matched eager
+(scripts/aoti_repro.py shows it).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +48,15 @@ class AotiOptions:
     # Replay the compiled model from a CUDA graph captured per batch shape: removes
     # the per-kernel launch cost that dominates small batches.
     cuda_graph: bool = False
+    # Load the package without the runner's thread synchronisation (PyTorch's advice
+    # for running a package inside CUDA graphs). None: on exactly when cuda_graph is.
+    run_single_threaded: bool | None = None
+    # C++ compiler of the package (a name on PATH or a path); "" keeps Inductor's
+    # default ($CXX, else g++).
+    cxx: str = "g++"
+
+    def single_threaded(self) -> bool:
+        return self.cuda_graph if self.run_single_threaded is None else self.run_single_threaded
 
     def __post_init__(self) -> None:
         check_attn_implementation(self.attn_implementation)
@@ -58,6 +79,38 @@ def example_batch(batch_sizes: list[int]) -> int:
     return min(max(low, 2), high)
 
 
+def use_compiler(inductor_config: Any, cxx: str) -> dict[str, str | None]:
+    """Make Inductor compile C++ with ``cxx`` ("" leaves its default); returns which
+    compiler that is (path and first line of --version) for the build manifest."""
+    if cxx:
+        inductor_config.cpp.cxx = (None, cxx)
+        os.environ["CXX"] = cxx  # for any compile Inductor hands to a subprocess
+    name = inductor_config.cpp.cxx[-1] if isinstance(inductor_config.cpp.cxx, tuple) \
+        else str(inductor_config.cpp.cxx)
+    path = shutil.which(name) if name else None
+    version = None
+    if path:
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                 timeout=30, check=False)
+            version = (out.stdout.splitlines() or [""])[0]
+        except (OSError, subprocess.SubprocessError):
+            version = None
+    return {"requested": cxx or "(Inductor default)", "path": path, "version": version}
+
+
+def load_package(torch: Any, package: Path, run_single_threaded: bool) -> Any:
+    """torch._inductor.aoti_load_package, asking for the single-threaded runner only
+    when wanted (older torch has no such argument)."""
+    # torch 2.10 regressed on loading a package in a process that never compiled one
+    # (AttributeError: torch._inductor has no attribute 'codecache'): import it first.
+    importlib.import_module("torch._inductor.codecache")
+
+    if run_single_threaded:
+        return torch._inductor.aoti_load_package(str(package), run_single_threaded=True)
+    return torch._inductor.aoti_load_package(str(package))
+
+
 @register
 class TorchAoti(GraphReplay, TorchEager):
     kind = "torch-aoti"
@@ -71,6 +124,18 @@ class TorchAoti(GraphReplay, TorchEager):
         super().check_spec(spec)
         if spec.device == "cpu" and cls.parse_options(spec).cuda_graph:
             raise ConfigError(f"cuda_graph needs device 'cuda' for {cls.kind}")
+
+    @classmethod
+    def crash_hint(cls) -> str:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            version = "?"
+        return (f"torch {version}; on an H100 with torch 2.11.0+cu130 packages compiled by "
+                "a $CXX wrapper (-B/opt/gcc/bin) crashed their loader while g++ from PATH "
+                "worked: check the build's cxx; python3 scripts/aoti_repro.py reproduces it")
 
     def _example_inputs(self, card: Mapping[str, Any], batch: int, seq_len: int) -> tuple:
         from inferbench.backends.trt import synthetic_batches
@@ -95,14 +160,17 @@ class TorchAoti(GraphReplay, TorchEager):
         with torch.no_grad():
             exported = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
         package = out_dir / PACKAGE_FILE
+        import torch._inductor.config as inductor_config
+
+        compiler = use_compiler(inductor_config, self.options.cxx)
         inductor_configs = {"max_autotune": self.options.max_autotune}
         torch._inductor.aoti_compile_and_package(exported, package_path=str(package),
                                                  inductor_configs=inductor_configs)
 
-        # No load of the package here: on the H100 (torch 2.11.0+cu130) loading it in
-        # the process that compiled it segfaulted. The bench job loads it in a fresh
-        # process and checks parity against the FP32 reference on every row.
+        # No load of the package here: the bench job loads it in a fresh process and
+        # checks parity against the FP32 reference on every row.
         return {
+            "cxx": compiler,
             "package": PACKAGE_FILE,
             "torch": torch.__version__,
             "device": self.spec.device,
@@ -111,7 +179,7 @@ class TorchAoti(GraphReplay, TorchEager):
             "example_batch": example_batch(batch_sizes),
             "seq_len": seq_len,
             "threads": self.threads,
-            "build_options": {"max_autotune": self.options.max_autotune,
+            "build_options": {"max_autotune": self.options.max_autotune, "cxx": self.options.cxx,
                               "attn_implementation": self.options.attn_implementation,
                               "tf32": self.options.tf32},
         }
@@ -125,9 +193,10 @@ class TorchAoti(GraphReplay, TorchEager):
         if built_with and built_with != torch.__version__:
             raise RuntimeError(f"package was compiled with torch {built_with}, this is "
                                f"{torch.__version__}: rebuild it (delete its build.json)")
-        package = Path(artifacts.build) / manifest.get("package", PACKAGE_FILE)
+        # Absolute path: the loader extracts the archive elsewhere.
+        package = (Path(artifacts.build) / manifest.get("package", PACKAGE_FILE)).resolve()
         self.input_names = list(artifacts.card["input_names"])
-        self.module = torch._inductor.aoti_load_package(str(package))
+        self.module = load_package(torch, package, self.options.single_threaded())
         self.package = package
         self.torch = torch
         if self.options.cuda_graph:
@@ -145,4 +214,5 @@ class TorchAoti(GraphReplay, TorchEager):
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "package": self.package.name,
-                "max_autotune": self.options.max_autotune, "cuda_graph": self.options.cuda_graph}
+                "max_autotune": self.options.max_autotune, "cuda_graph": self.options.cuda_graph,
+                "run_single_threaded": self.options.single_threaded()}

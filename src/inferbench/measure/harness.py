@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from inferbench.backends.base import Unsupported
 from inferbench.config import config_hash
 from inferbench.io import CorruptArtifactError, atomic_write_json
 from inferbench.measure.stats import StoppingPolicy, collect, view_stats
@@ -175,6 +176,14 @@ def combine(result: Result, records: list[dict[str, Any]], settings: Mapping[str
         "per_launch": [r["stopping"] for r in measured],
     }
     result.parity = last.get("parity")
+    result.hardware = last.get("hardware")
+    flops = (result.hardware or {}).get("flops_per_inference")
+    if result.hardware is not None and flops:
+        # from the reported p50 of the primary view, not one launch's
+        tflops = flops / (primary.p50 * 1e-3) / 1e12
+        peak = result.hardware.get("peak_tflops")
+        result.hardware.update(achieved_tflops=tflops, timed_view=result.primary_view,
+                               peak_fraction=tflops / peak if peak else None)
     parity_failed = [r for r in measured if r["status"] == "parity_failed"]
     contended = [c for c in result.contention if c.contended]
     if parity_failed:
@@ -201,6 +210,8 @@ def measure_launch(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> 
         record.update(_measure(settings, batch, paths))
     except CorruptArtifactError as exc:
         record.update(status="error", reason=f"corrupt artifact: {exc}")
+    except Unsupported as exc:
+        record.update(status="unavailable", reason=f"unsupported here: {exc}"[:2000])
     except Exception as exc:
         record.update(status="error", reason=error_reason(exc),
                       traceback=traceback.format_exc(limit=8)[-4000:])
@@ -250,6 +261,15 @@ def _measure(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> dict[s
     with np.load(paths.reference) as ref:
         reference = ref["output"]
     out.update(measure_backend(backend, artifacts, host_inputs, batch, settings))
+    # Distance to the hardware (FLOP/s, peak fraction, kernels per inference), in a
+    # pass of its own after the timed ones.
+    from inferbench.hardware import hardware_pass
+
+    samples = out["samples"]
+    primary = samples.get("gpu_compute") or samples["latency"]
+    out["hardware"] = hardware_pass(backend, host_inputs, artifacts.card, spec.device,
+                                    spec.precision, batch, int(settings["seq_len"]),
+                                    float(np.median(primary)))
     out.update(check_parity(out.pop("outputs"), reference, settings))
     return out
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from inferbench.backends.base import Unsupported
 from inferbench.config import BackendSpec
 from inferbench.io import atomic_write_json, sha256_file
 
@@ -51,6 +52,8 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
                                  for p in sorted(out_dir.rglob("*"))
                                  if p.is_file() and p != manifest_path
                                  and p.relative_to(out_dir).parts[0] not in unhashed}
+        except Unsupported as exc:
+            manifest.update(status="unavailable", reason=f"unsupported here: {exc}"[:2000])
         except Exception as exc:
             manifest.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:2000],
                             traceback=traceback.format_exc(limit=8)[-4000:])

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from inferbench.config import builtin_architecture
+from inferbench.hardware import flops_from_config
 from inferbench.io import atomic_write_json, atomic_write_npz, sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -144,6 +145,9 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         "vocab_size": config.vocab_size,
         "pad_token_id": config.pad_token_id if config.pad_token_id is not None else 0,
         "input_names": _forward_input_names(model),
+        # Matmul FLOP coefficients (per token, per token and position, per sequence):
+        # each row's achieved TFLOP/s comes from them (inferbench.hardware).
+        "flops": flops_from_config(config, task),
         "has_tokenizer": tokenizer is not None,
         "files": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
         "transformers": transformers.__version__,

@@ -32,6 +32,49 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
     "fused-int8": ("quantize", "fused"),
 }
 
+# Transformer-optimizer choices beyond its defaults. A fused variant made with some of
+# them is named "<fused variant>-<token>[-<token>...]" (tokens sorted), e.g.
+# "fused-fp16-fastgelu": one ONNX file per combination, made by its own rule.
+OPTIMIZER_TUNINGS = {
+    "fastgelu": "GELU as its tanh approximation (FastGelu / BiasGelu -> FastGelu)",
+    "rawmask": "Attention ops read the raw 2-D attention mask, not 1-D sequence lengths",
+}
+TUNED_BASES = ("fused", "fused-fp16")
+
+
+def tuned_variant(base: str, tuning: tuple[str, ...] | list[str]) -> str:
+    """Variant name of ``base`` made with the optimizer choices ``tuning``."""
+    if not tuning:
+        return base
+    unknown = sorted(set(tuning) - set(OPTIMIZER_TUNINGS))
+    if unknown or base not in TUNED_BASES:
+        raise ValueError(f"no tuned variant of {base!r} with {list(tuning)}; tunings: "
+                         f"{sorted(OPTIMIZER_TUNINGS)} of {list(TUNED_BASES)}")
+    return "-".join([base, *sorted(set(tuning))])
+
+
+def parse_tuning(text: str) -> tuple[str, ...]:
+    """"fastgelu-rawmask" -> ("fastgelu", "rawmask"); refuses unknown tokens."""
+    tokens = tuple(t for t in text.split("-") if t)
+    unknown = sorted(set(tokens) - set(OPTIMIZER_TUNINGS))
+    if unknown:
+        raise ValueError(f"unknown optimizer tuning {unknown}; allowed: "
+                         f"{sorted(OPTIMIZER_TUNINGS)}")
+    return tuple(sorted(set(tokens)))
+
+
+def fusion_options(model_type: str, tuning: tuple[str, ...]) -> Any:
+    """onnxruntime.transformers FusionOptions for ``tuning`` (defaults otherwise)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions(model_type)
+    if "fastgelu" in tuning:
+        options.enable_gelu_approximation = True
+    if "rawmask" in tuning:
+        options.use_raw_attention_mask(True)
+    return options
+
+
 # Hugging Face model_type -> onnxruntime.transformers optimizer model_type
 OPTIMIZER_MODEL_TYPES = {"distilbert": "bert", "bert": "bert", "roberta": "bert",
                          "xlm-roberta": "bert", "electra": "bert", "mpnet": "bert",
@@ -131,15 +174,17 @@ def _max_abs_vs_reference(path: Path, inputs: Mapping[str, np.ndarray],
 
 
 def optimize_onnx(in_path: Path, out_path: Path, card: Mapping[str, Any], opt_level: int,
-                  float16: bool) -> dict[str, Any]:
-    """ONNX Runtime transformer optimizer (fused Attention, LayerNorm, GELU) [+ FP16]."""
+                  float16: bool, tuning: tuple[str, ...] = ()) -> dict[str, Any]:
+    """ONNX Runtime transformer optimizer (fused Attention, LayerNorm, GELU) [+ FP16],
+    with the optimizer choices ``tuning`` (see OPTIMIZER_TUNINGS) beyond its defaults."""
     from onnxruntime.transformers import optimizer
 
     load_verified(in_path)
     model_type = OPTIMIZER_MODEL_TYPES.get(str(card.get("model_type")), "bert")
     optimized = optimizer.optimize_model(
         str(in_path), model_type=model_type, num_heads=int(card.get("num_heads") or 0),
-        hidden_size=int(card.get("hidden_size") or 0), opt_level=opt_level, use_gpu=False)
+        hidden_size=int(card.get("hidden_size") or 0), opt_level=opt_level, use_gpu=False,
+        optimization_options=fusion_options(model_type, tuning) if tuning else None)
     fusions = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
     if float16:
         # Inputs stay int64 and the output FP32 so every backend sees the same I/O types.
@@ -147,8 +192,9 @@ def optimize_onnx(in_path: Path, out_path: Path, card: Mapping[str, Any], opt_le
     with atomic_path(out_path) as tmp:
         optimized.save_model_to_file(str(tmp))
     return _write_manifest(out_path, {
-        "variant": "fused-fp16" if float16 else "fused", "source_sha256": sha256_file(in_path),
-        "optimizer_model_type": model_type, "opt_level": opt_level, "fusions": fusions})
+        "variant": tuned_variant("fused-fp16" if float16 else "fused", tuning),
+        "source_sha256": sha256_file(in_path), "optimizer_model_type": model_type,
+        "opt_level": opt_level, "fusions": fusions, "optimizer_tuning": list(tuning)})
 
 
 def quantize_onnx(in_path: Path, out_path: Path) -> dict[str, Any]:

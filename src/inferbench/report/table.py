@@ -211,6 +211,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
             "torch reserved MiB": _fmt(r.torch_reserved_peak_mib, 0),
             "process GPU MiB": _fmt(r.process_gpu_mib, 0),
             "J/1k inf": _fmt(r.energy_j_per_1000, 2),
+            "TFLOP/s (% peak)": (f"{r.achieved_tflops:.1f}"
+                                 + (f" ({r.peak_fraction:.0%})" if pd.notna(r.peak_fraction)
+                                    else "")) if pd.notna(r.achieved_tflops) else "–",
+            "kernels": _fmt(r.kernels_per_inference, 0),
             "parity max|Δ|": _fmt(r.parity_max_abs, 4), "agree": _fmt(r.parity_agreement, 3),
             "fusions": r.fusions or "–",
             **report_cells(r),
