@@ -182,7 +182,8 @@ class Bootstrapper:
 # -- pairing backends ----------------------------------------------------------
 
 # A backend kind whose lower-precision variant is a different kind.
-FP32_KIND = {"torch-dynamic-int8": "torch-eager"}
+FP32_KIND = {"torch-dynamic-int8": "torch-eager", "torchao-int8": "torch-eager",
+             "torchao-float8": "torch-eager"}
 
 
 def full_options(result: Mapping[str, Any]) -> dict[str, Any]:
