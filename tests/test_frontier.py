@@ -678,3 +678,14 @@ def test_a_crashed_aoti_row_names_the_torch_version_and_the_reproduction() -> No
     assert "scripts/aoti_repro.py" in hint
     assert _crash_hint({"backend": {"kind": "torch-eager"}}) == ""
     assert _crash_hint({"backend": {"kind": "no-such-kind"}}) == ""
+
+
+def test_torchao_rows_pair_with_torch_eager_fp32() -> None:
+    from inferbench.report.rows import fp32_partner
+
+    row = {"kind": "torchao-int8", "target": "h100", "model": "m", "device": "cuda",
+           "batch_size": 16, "precision": "int8", "options": {}}
+    eager = {**row, "kind": "torch-eager", "precision": "fp32", "backend": "torch-eager-fp32"}
+    compiled = {**row, "kind": "torch-compile", "precision": "fp16", "backend": "c"}
+    assert fp32_partner(row, [compiled, eager]) is eager
+    assert fp32_partner({**row, "kind": "torchao-float8", "precision": "fp8"}, [eager]) is eager

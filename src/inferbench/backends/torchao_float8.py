@@ -47,6 +47,7 @@ class Float8Options(CompileOptions):
 @register
 class TorchaoFloat8(TorchCompile):
     kind = "torchao-float8"
+    fp32_kind = "torch-eager"
     devices = frozenset({"cuda"})
     precisions = frozenset({"fp8"})
     Options = Float8Options

@@ -52,6 +52,7 @@ class Int8Options(CompileOptions):
 @register
 class TorchaoInt8(TorchCompile):
     kind = "torchao-int8"
+    fp32_kind = "torch-eager"
     devices = frozenset({"cuda"})
     precisions = frozenset({"int8"})
     Options = Int8Options
