@@ -17,7 +17,7 @@ SITE=$HOME/site
 RESULTS=$HOME/ib_results
 SECOND=$HOME/ib_results_second
 mkdir -p "$SITE" "$HOME/parts"
-[ -d .gpu ] && cp -f .gpu/part_* "$HOME/parts/" 2>/dev/null
+for carried in .gpu*; do [ -d "$carried" ] && cp -f "$carried"/part_* "$HOME/parts/"; done
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels"
