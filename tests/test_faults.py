@@ -551,3 +551,44 @@ def test_noisy_row_is_flagged_not_hidden(summary: dict) -> None:
     for backend, row in frame.iterrows():  # flagged exactly when the interval is too wide
         if row.status in ("ok", "parity_failed"):
             assert bool(row.noisy) == (row.primary_rel_ci > 0.05), (backend, row.primary_rel_ci)
+
+
+def test_launch_jobs_skip_after_a_failure_and_combine_into_one_row(
+        tiny_model: dict, tmp_path: Path) -> None:
+    """The workflow's launch jobs: launch 0 of a segfaulting backend leaves an error
+    record; launch 1 sees it and repeats the outcome without starting a process (a
+    skipped record, not counted); an echo backend's two launches combine into one row
+    with both launches' samples and time windows."""
+    crash = bench_command(tiny_model, tmp_path / "c0.json", {"mode": "segfault"})
+    first = subprocess.run([*crash, "--launch", "0"], env=fault_backend.plugin_env(),
+                           capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = json.loads((tmp_path / "c0.json").read_text())
+    assert record["status"] == "error" and "SIGSEGV" in record["reason"]
+    assert record["launch"] == 0 and record["started_at"] <= record["finished_at"]
+    second = [*crash[:-1], str(tmp_path / "c1.json"), "--launch", "1",
+              "--previous", str(tmp_path / "c0.json")]
+    subprocess.run(second, env=fault_backend.plugin_env(), check=True, timeout=60)
+    skipped = json.loads((tmp_path / "c1.json").read_text())
+    assert skipped["skipped"] and skipped["launch"] == 1
+    assert skipped["reason"] == record["reason"]
+
+    echo = bench_command(tiny_model, tmp_path / "e0.json", {"mode": "echo"})
+    settings = echo[echo.index("--settings") + 1]
+    for index in (0, 1):
+        subprocess.run([*echo[:-1], str(tmp_path / f"e{index}.json"), "--launch", str(index)],
+                       env=fault_backend.plugin_env(), check=True, timeout=180)
+    for name, launches in (("crash", ["c0.json", "c1.json"]), ("echo", ["e1.json", "e0.json"])):
+        subprocess.run(cli("bench-combine", "--settings", settings, "--batch", "2", "--model",
+                           "tiny-distilbert", "--target", "local", "--out",
+                           str(tmp_path / f"{name}.json"), "--launches",
+                           *[str(tmp_path / f) for f in launches]),
+                       env=fault_backend.plugin_env(), check=True, timeout=60)
+    crashed = json.loads((tmp_path / "crash.json").read_text())
+    assert crashed["status"] == "error" and crashed["launches"] == 1
+    row = json.loads((tmp_path / "echo.json").read_text())
+    assert row["status"] == "ok" and row["launches"] == 2
+    assert len(row["views"]["latency"]["samples"]) == 2
+    windows = row["launch_windows"]
+    assert len(windows) == 2 and windows[0][1] <= windows[1][0]  # in launch order
+    assert row["started_at"] == windows[0][0] and row["finished_at"] == windows[1][1]

@@ -560,7 +560,8 @@ def test_dry_run_makes_the_tuned_graph_and_only_the_backends_batches(tmp_path: P
     run = run_snakemake(tmp_path, path, "-n", "--quiet", "rules", "all")
     counts = job_counts(run.stdout)
     assert counts["onnx_optimize_tuned"] == 1
-    assert counts["bench"] == 3  # ort-fast at 2, ort-cpu at 1 and 2
+    assert counts["bench_row"] == 3  # ort-fast at 2, ort-cpu at 1 and 2
+    assert counts["bench"] == 3 * config["measurement"]["repeats"]  # one job per launch
     assert "onnx_optimize" not in counts
 
 

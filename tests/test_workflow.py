@@ -51,6 +51,24 @@ def test_end_to_end_rows_table_and_plots(finished_run: tuple[Path, Path, dict]) 
     assert card["weights"] == "random" and card["parameters"] > 0
 
 
+def test_launches_run_in_rounds(finished_run: tuple[Path, Path, dict]) -> None:
+    """Every row's first launch finishes before any row's second starts, so each row's
+    launches are spread over the run; the row keeps each launch's samples and window,
+    and the launches' own records were temporary."""
+    workdir, _, config = finished_run
+    results = workdir / "results"
+    repeats = config["measurement"]["repeats"]
+    rows = [json.loads(p.read_text()) for p in results.glob("bench/local/*/*/bs*.json")]
+    windows = [w for row in rows for w in row["launch_windows"]]
+    assert all(len(row["launch_windows"]) == repeats == row["launches"] for row in rows)
+    assert all(len(row["views"]["latency"]["samples"]) == repeats for row in rows)
+    first = [w for row in rows for w in row["launch_windows"][:1]]
+    later = [w for row in rows for w in row["launch_windows"][1:]]
+    assert len(windows) == len(rows) * repeats and later
+    assert max(end for _, end in first) <= min(start for start, _ in later)
+    assert not list((results / "launches").rglob("*.json"))
+
+
 def test_no_change_schedules_nothing(finished_run: tuple[Path, Path, dict]) -> None:
     workdir, configfile, _ = finished_run
     assert scheduled(workdir, configfile) == {}
@@ -65,8 +83,9 @@ def test_changing_one_backend_reruns_only_its_jobs(
             entry["options"]["graph_optimization_level"] = "basic"
     configfile = write_config(tmp_path / "changed.yaml", changed)
     counts = scheduled(workdir, configfile)
-    assert counts == {"bench": len(config["batch_sizes"]), "aggregate": 1, "all": 1,
-                      **REPORT_JOBS}
+    rows = len(config["batch_sizes"])
+    assert counts == {"bench": rows * config["measurement"]["repeats"], "bench_row": rows,
+                      "aggregate": 1, "all": 1, **REPORT_JOBS}
 
 
 def test_changing_export_options_reruns_the_onnx_chain_only(
@@ -78,7 +97,9 @@ def test_changing_export_options_reruns_the_onnx_chain_only(
     counts = scheduled(workdir, configfile)
     onnx_backends = [b for b in BACKENDS if b.startswith("ort")]
     assert counts.get("onnx_export") == 1
-    assert counts.get("bench") == len(onnx_backends) * len(config["batch_sizes"])
+    rows = len(onnx_backends) * len(config["batch_sizes"])
+    assert counts.get("bench") == rows * config["measurement"]["repeats"]
+    assert counts.get("bench_row") == rows
     assert "prepare_model" not in counts and "reference" not in counts
 
 

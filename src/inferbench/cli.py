@@ -106,19 +106,46 @@ def _crash_hint(settings: dict) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    """One benchmark job: `measurement.repeats` launches, each a fresh process; a row is
-    recorded even if a launch crashes. This process imports no runtime."""
-    from inferbench.measure.harness import run_job
+    """Benchmark launches, each a fresh process; a record is left even if one crashes.
+    With ``--launch K`` (the workflow's job) one launch, written to ``--out`` as its raw
+    record; it is skipped, repeating the outcome, when ``--previous`` (launch K-1's
+    record) was unavailable or failed. Without it, every launch of the row and their
+    combination. This process imports no runtime."""
+    from inferbench.io import atomic_write_json
+    from inferbench.measure.harness import launch_record, repeatable, run_job, skipped_record
 
     settings = json.loads(args.settings)
     hint = _crash_hint(settings)
 
     def launch(index: int, path: Path) -> str | None:
-        launch_args = argparse.Namespace(**{**vars(args), "out": str(path)})
+        launch_args = argparse.Namespace(**{**vars(args), "out": str(path), "launch": None,
+                                            "previous": None})
         how = _run_in_worker("bench-launch", launch_args, path)
         return None if how is None else how + hint
 
-    run_job(settings, args.batch, args.model, args.target, Path(args.out), launch)
+    out = Path(args.out)
+    if args.launch is None:
+        run_job(settings, args.batch, args.model, args.target, out, launch)
+        return
+    if args.previous:
+        previous = json.loads(Path(args.previous).read_text())
+        if not repeatable(previous):
+            atomic_write_json(out, skipped_record(previous, args.launch))
+            return
+    worker_out = out.parent / f".{out.name}.worker.json"
+    record = launch_record(launch, args.launch, worker_out)
+    worker_out.unlink(missing_ok=True)
+    atomic_write_json(out, record)
+
+
+def cmd_bench_combine(args: argparse.Namespace) -> None:
+    """One row's result from its launches' records."""
+    from inferbench.measure.harness import combine_job
+
+    records = [json.loads(Path(path).read_text()) for path in args.launches]
+    records.sort(key=lambda r: r.get("launch", 0))
+    combine_job(json.loads(args.settings), args.batch, args.model, args.target, records,
+                Path(args.out))
 
 
 def cmd_bench_launch(args: argparse.Namespace) -> None:
@@ -366,7 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch", type=int, required=True)
         p.add_argument("--onnx")
         p.add_argument("--build")
+        if name == "bench":
+            p.add_argument("--launch", type=int,
+                           help="run only this launch (0-based), writing its record to --out")
+            p.add_argument("--previous", help="the record of the launch before it")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("bench-combine", help="one row's result from its launches' records")
+    for arg in ("settings", "model", "target", "out"):
+        p.add_argument(f"--{arg}", required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--launches", nargs="+", required=True)
+    p.set_defaults(func=cmd_bench_combine)
 
     for name, func in (("build", cmd_build), ("build-worker", cmd_build_worker)):
         p = sub.add_parser(name, help="backend engine build (TensorRT, AOTInductor, ...)"

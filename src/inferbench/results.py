@@ -138,6 +138,8 @@ class Result:
     noisy: bool | None = None
     primary_view: str = "latency"
     launches: int = 0
+    # [started_at, finished_at] of each launch that ran, in launch order
+    launch_windows: list[list[str]] = field(default_factory=list)
     memory: Memory = field(default_factory=Memory)
     contention: list[Contention] = field(default_factory=list)
     energy: dict[str, Any] | None = None

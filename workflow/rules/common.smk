@@ -58,6 +58,7 @@ wildcard_constraints:
     target="|".join(re.escape(t) for t in TARGETS),
     backend="|".join(sorted(BACKENDS)),
     batch=r"\d+",
+    launch=r"\d+",
     variant="|".join(VARIANTS),
 
 
@@ -94,6 +95,31 @@ def bench_inputs(wildcards):
     if needs_build(wildcards.backend):
         inputs["build"] = rules.build_engine.output.manifest.format(**wildcards)
     return inputs
+
+
+def launch_path(wildcards, launch):
+    return (f"{RESULTS}/launches/{wildcards.target}/{wildcards.model}/{wildcards.backend}/"
+            f"bs{wildcards.batch}-{launch}.json")
+
+
+def bench_launch_inputs(wildcards):
+    """A launch's inputs: the row's, and the launch before it (launches run in order)."""
+    inputs = bench_inputs(wildcards)
+    launch = int(wildcards.launch)
+    if launch > 0:
+        inputs["previous"] = launch_path(wildcards, launch - 1)
+    return inputs
+
+
+def launch_records(wildcards):
+    """Every launch record of one row (`measurement.repeats` of them)."""
+    repeats = int(ib_config.job_settings(config, wildcards.backend)["measurement"]["repeats"])
+    return [launch_path(wildcards, launch) for launch in range(repeats)]
+
+
+def launch_priority(wildcards):
+    """Rounds: the scheduler starts every ready row's launch K before any launch K+1."""
+    return -int(wildcards.launch)
 
 
 def onnx_path(variant):

@@ -1,9 +1,13 @@
 """One benchmark job: one backend, one batch size, several fresh processes.
 
-The job's parent process (:func:`run_job`) never imports a runtime: it starts
-``measurement.repeats`` launches one after the other, each a fresh process that
-runs :func:`measure_launch`, and combines their raw samples into one
-:class:`inferbench.results.Result`. A launch never raises for a backend problem:
+A row is measured in ``measurement.repeats`` launches, each a fresh process that
+runs :func:`measure_launch`; their raw samples are combined into one
+:class:`inferbench.results.Result` (:func:`combine_job`). In the workflow each launch
+is a job of its own and the launches of all rows run in rounds (every row's first
+launch, then every row's second, ...), so that each row's launches are spread over
+the whole run and its interval covers the machine's drift over that time, not one
+minute of it. The process that starts a launch never imports a runtime. A launch
+never raises for a backend problem:
 every outcome is a record with a status (ok, contended, unavailable, error,
 parity_failed) and its reason.
 
@@ -91,25 +95,61 @@ when it did, else how the process died."""
 
 def run_job(settings: Mapping[str, Any], batch: int, model: str, target: str,
             out_path: Path, launch: Launcher) -> Result:
+    """All launches of one row back to back, then their combination (tests and manual
+    use; the workflow runs each launch as a job of its own, see :func:`launch_record`)."""
     repeats = int(settings["measurement"].get("repeats", 1))
-    result = base_result(settings, batch, model, target)
     records: list[dict[str, Any]] = []
     for index in range(repeats):
         path = out_path.parent / f".{out_path.name}.launch{index}.json"
-        how = launch(index, path)
-        if how is not None:
-            record = {"status": "error", "reason": f"benchmark process died ({how}); out of "
-                      "memory or a crash in the runtime"}
-        else:
-            import json
-
-            record = json.loads(path.read_text())
+        records.append(launch_record(launch, index, path))
         path.unlink(missing_ok=True)
-        records.append(record)
-        if record["status"] not in ("ok", "contended", "parity_failed"):
+        if not repeatable(records[-1]):
             break  # unavailable or error: more launches would say the same
-    result = combine(result, records, settings)
-    result.finished_at = now()
+    return combine_job(settings, batch, model, target, records, out_path)
+
+
+def launch_record(launch: Launcher, index: int, path: Path) -> dict[str, Any]:
+    """Launch ``index`` in a fresh process; its record, or an error record when the
+    process died (a crash in the runtime must still leave a row)."""
+    import json
+
+    started = now()
+    how = launch(index, path)
+    if how is not None:
+        record: dict[str, Any] = {
+            "status": "error",
+            "reason": f"benchmark process died ({how}); out of memory or a crash in the "
+                      "runtime"}
+    else:
+        record = json.loads(path.read_text())
+    record.update(launch=index, started_at=started, finished_at=now())
+    return record
+
+
+def repeatable(record: Mapping[str, Any]) -> bool:
+    """Whether another launch could say something new after this record."""
+    return record["status"] in ("ok", "contended", "parity_failed")
+
+
+def skipped_record(previous: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The record of a launch not run because the one before it was unavailable or
+    failed: the same outcome, marked so that it is not counted as a launch."""
+    return {**previous, "launch": index, "skipped": True}
+
+
+def combine_job(settings: Mapping[str, Any], batch: int, model: str, target: str,
+                records: list[dict[str, Any]], out_path: Path) -> Result:
+    """The row's result from its launches' records, written to ``out_path``."""
+    result = base_result(settings, batch, model, target)
+    ran = [r for r in records if not r.get("skipped")]
+    starts = [r["started_at"] for r in ran if r.get("started_at")]
+    if starts:
+        result.started_at = min(starts)
+    result = combine(result, ran, settings)
+    result.launch_windows = [[r["started_at"], r["finished_at"]] for r in ran
+                             if r.get("started_at") and r.get("finished_at")]
+    ends = [r["finished_at"] for r in ran if r.get("finished_at")]
+    result.finished_at = max(ends) if ends else now()
     write_result(out_path, result)
     return result
 
