@@ -246,6 +246,7 @@ def all_outputs():
         f"{RESULTS}/plots/latency_vs_batch.png",
         f"{RESULTS}/plots/throughput_vs_batch.png",
         *report_outputs(),
+        *compare_outputs(),
     ]
 
 
