@@ -1,23 +1,6 @@
 # Comparing runs: this run against a baseline run (config `compare:`), and the merged
 # targets side by side (machines). Both read the result files only; the logic is in
-# inferbench.report.compare.
-
-COMPARE = config.get("compare") or {}
-
-
-def compare_baseline_files():
-    """The baseline run's result files (none when no baseline is configured)."""
-    from inferbench.report.compare import result_files
-
-    baseline = COMPARE.get("baseline")
-    return [str(p) for p in result_files(Path(baseline))] if baseline else []
-
-
-def compare_outputs():
-    outputs = [rules.machine_comparison.output.md, rules.machine_comparison.output.png]
-    if COMPARE.get("baseline"):
-        outputs += [rules.compare_runs.output.md, rules.compare_runs.output.png]
-    return outputs
+# inferbench.report.compare; the input functions are in common.smk.
 
 
 rule compare_runs:

@@ -686,8 +686,8 @@ def forest_plot(comparison: Comparison, out: Path, gate_pct: float | None = None
     for y, row in enumerate(rows):
         assert row.ratio is not None
         color = colors[row.verdict]
-        ax.errorbar([row.ratio.value], [y], xerr=[[row.ratio.value - row.ratio.low],
-                                                  [row.ratio.high - row.ratio.value]],
+        ax.errorbar([row.ratio.value], [y], xerr=[[max(0.0, row.ratio.value - row.ratio.low)],
+                                                  [max(0.0, row.ratio.high - row.ratio.value)]],
                     fmt="o", color=color, capsize=2, markersize=4)
         if row.regression(gate_pct):
             ax.plot([row.ratio.high * 1.02], [y], marker="x", color="firebrick",
@@ -700,12 +700,18 @@ def forest_plot(comparison: Comparison, out: Path, gate_pct: float | None = None
             tick.set_color("firebrick")
             tick.set_fontweight("bold")
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    # A log axis only when the ratios span a wide range: most comparisons sit within
+    # a few percent of 1, where a log axis would show a single tick.
+    lows = [r.ratio.low for r in rows if r.ratio] or [1.0]
+    highs = [r.ratio.high for r in rows if r.ratio] or [1.0]
+    wide = max(highs) / max(min(lows), 1e-12) > 3
+    if wide:
+        from matplotlib.ticker import FuncFormatter
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("time ratio current / baseline, p50 (log scale; > 1 slower), 95% CI")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("time ratio current / baseline, p50 (> 1 slower), 95% CI"
+                  + (", log scale" if wide else ""))
     ax.set_title("slower: red, faster: green, within noise: grey; × regression beyond the "
                  "gate", fontsize=8, loc="left")
     ax.grid(True, axis="x", which="both", alpha=0.3)
@@ -1006,8 +1012,8 @@ def machine_plot(comparison: MachineComparison, out: Path) -> None:
             points.sort(key=lambda p: p[0])
             xs = [p[0] for p in points]
             ys = [p[1].value for p in points]
-            err = [[p[1].value - p[1].low for p in points], [p[1].high - p[1].value
-                                                               for p in points]]
+            err = [[max(0.0, p[1].value - p[1].low) for p in points],
+                   [max(0.0, p[1].high - p[1].value) for p in points]]
             style = {"color": "black", "linewidth": 2.0} if name.startswith("fastest") else {}
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, **style)
         ax.axhline(1.0, color="0.4", linewidth=0.8)
