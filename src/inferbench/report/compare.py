@@ -772,8 +772,9 @@ def run_compare(baseline: Path, current: Path | Sequence[Path], out: Path | None
                      f"{len(comparison.only_current)} current (listed in the report)"
                      if out else "rows on one side only:")
         if out is None:
-            lines += ["  baseline only:" + x for x in _one_side_lines(comparison.only_baseline)]
-            lines += ["  current only:" + x for x in _one_side_lines(comparison.only_current)]
+            for side, results in (("baseline", comparison.only_baseline),
+                                  ("current", comparison.only_current)):
+                lines += [f"  {side} only: {x[2:]}" for x in _one_side_lines(results)]
     kinds = sorted({(r.kind, r.changed) for r in comparison.rows if r.kind != "same setup"})
     for kind, changed in kinds[:5]:
         lines.append(f"{kind} comparison: {changed}" if kind != "not comparable"
