@@ -192,7 +192,7 @@ def test_rows_present_on_one_side_only_are_listed(tmp_path: Path) -> None:
                                       row("ort-cpu-fused", 4, seed=6)])
     write_results(tmp_path / "cur", [row("ort-cpu", 4, seed=2), row("ort-cpu", 16, seed=7)])
     out = tmp_path / "run.md"
-    comparison, lines, code = run_compare(tmp_path / "base", tmp_path / "cur", out,
+    comparison, _, code = run_compare(tmp_path / "base", tmp_path / "cur", out,
                                           resamples=RESAMPLES)
     assert code == 0
     assert sorted((r.backend, r.batch_size) for r in comparison.only_baseline) == [
@@ -341,13 +341,13 @@ def test_gpu_limits_read_what_nvml_has_and_skip_the_rest() -> None:
     class FakeNvml:
         NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
 
-        def nvmlDeviceGetEnforcedPowerLimit(self, handle):  # noqa: N802
+        def nvmlDeviceGetEnforcedPowerLimit(self, handle):
             return 700_000
 
-        def nvmlDeviceGetMaxClockInfo(self, handle, clock):  # noqa: N802
+        def nvmlDeviceGetMaxClockInfo(self, handle, clock):
             return {1: 1980, 2: 2619}[clock]
 
-        def nvmlDeviceGetApplicationsClock(self, handle, clock):  # noqa: N802
+        def nvmlDeviceGetApplicationsClock(self, handle, clock):
             raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
 
     assert gpu_limits(FakeNvml(), None) == {
@@ -363,7 +363,7 @@ def test_compare_config_is_validated(tmp_path: Path) -> None:
     config = tiny_config_dict()
     assert validate_config(config)["compare"] == {"name": "baseline", "noise_band_pct": 2,
                                                   "regression_pct": 5}
-    with pytest.raises(ConfigError, match="compare.baseline"):
+    with pytest.raises(ConfigError, match=r"compare\.baseline"):
         validate_config({**config, "compare": {"baseline": str(tmp_path / "missing")}})
     with pytest.raises(ConfigError, match="compare"):
         validate_config({**config, "compare": {"baseline": str(tmp_path), "band": 2}})

@@ -652,9 +652,9 @@ def markdown_report(comparison: Comparison, gate_pct: float | None = None,
         lines += [f"![forest plot]({plot_name})", ""]
     lines += ["## What differs between the runs", "", *_differences_section(comparison)]
     lines += ["## Rows", "", _row_table(comparison.rows, gate_pct), ""]
-    for title, results in (("baseline only", comparison.only_baseline),
-                           ("current only", comparison.only_current)):
-        lines += [f"## Rows on the {title} side ({len(results)})", ""]
+    for title, results in (("baseline", comparison.only_baseline),
+                           ("current", comparison.only_current)):
+        lines += [f"## Rows on the {title} side only ({len(results)})", ""]
         lines += (_one_side_lines(results) or ["None."]) + [""]
     return "\n".join(lines)
 
