@@ -132,7 +132,7 @@ def _pooled(launches: Sequence[Sequence[float]]) -> np.ndarray:
 
 
 def _statistic(values: np.ndarray, statistic: float | str) -> float:
-    return float(values.mean() if statistic == "mean" else np.percentile(values, statistic))
+    return float(values.mean() if statistic == "mean" else np.percentile(values, float(statistic)))
 
 
 @dataclass(frozen=True)
@@ -481,10 +481,11 @@ def compare_pair(baseline: Result, current: Result, noise_band: float, boot: Rep
     not measure at all)."""
     diffs = differences(baseline, current)
     kind, changed = comparison_kind(diffs)
-    common = {"model": current.model, "backend": current.backend,
-              "precision": current.precision, "batch": int(current.batch_size),
-              "scenario": current.scenario, "target": current.target if with_target else None,
-              "baseline": baseline, "current": current, "kind": kind, "changed": changed}
+    common: dict[str, Any] = {
+        "model": current.model, "backend": current.backend, "precision": current.precision,
+        "batch": int(current.batch_size), "scenario": current.scenario,
+        "target": current.target if with_target else None, "baseline": baseline,
+        "current": current, "kind": kind, "changed": changed}
     missing = [f"{side}: {why}" for side, result in (("baseline", baseline),
                                                     ("current", current))
                if (why := _not_measured(result))]
