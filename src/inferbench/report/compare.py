@@ -181,8 +181,41 @@ class Replicates:
         replicates = (self.get(*numerator, view, statistic)
                       / self.get(*denominator, view, statistic))
         low, high = _percentile_interval(replicates)
+        launch_level = launch_ratio_interval(num, den, statistic)
+        if launch_level is not None:
+            low, high = min(low, launch_level[0]), max(high, launch_level[1])
         value = _statistic(_pooled(num), statistic) / _statistic(_pooled(den), statistic)
         return Ratio(value, low, high)
+
+
+def launch_ratio_interval(numerator: Sequence[Sequence[float]],
+                          denominator: Sequence[Sequence[float]], statistic: float | str
+                          ) -> tuple[float, float] | None:
+    """95% Welch t interval of the ratio from each launch's own statistic (log scale);
+    None with fewer than two launches on a side.
+
+    With the few launches a row has (3 by default) the bootstrap of launches sees too
+    little of the spread between processes: three launches give ten distinct
+    resamples, and the bootstrap variance is (n - 1)/n of the sample's with normal
+    rather than t quantiles. The interval of a ratio is therefore the union of the
+    hierarchical bootstrap interval and this one; where launches agree it changes
+    nothing, where a side's launches disagree it widens to what they support."""
+    from scipy import stats
+
+    a = np.log([_statistic(np.asarray(g, dtype=np.float64), statistic)
+                for g in numerator if len(g)])
+    b = np.log([_statistic(np.asarray(g, dtype=np.float64), statistic)
+                for g in denominator if len(g)])
+    if a.size < 2 or b.size < 2:
+        return None
+    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(var_a + var_b)
+    if se == 0 or not math.isfinite(se):
+        return None
+    dof = (var_a + var_b) ** 2 / (var_a ** 2 / (a.size - 1) + var_b ** 2 / (b.size - 1))
+    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
+    diff = float(a.mean() - b.mean())
+    return math.exp(diff - t * se), math.exp(diff + t * se)
 
 
 def _percentile_interval(replicates: np.ndarray) -> tuple[float, float]:
@@ -707,10 +740,16 @@ def forest_plot(comparison: Comparison, out: Path, gate_pct: float | None = None
     highs = [r.ratio.high for r in rows if r.ratio] or [1.0]
     wide = max(highs) / max(min(lows), 1e-12) > 3
     if wide:
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import NullLocator
 
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        lo, hi = min(lows) * 0.95, max(highs) * 1.05
+        ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+                             1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+                 if lo <= t <= hi]
+        ax.set_xlim(lo, hi)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("time ratio current / baseline, p50 (> 1 slower), 95% CI"
                   + (", log scale" if wide else ""))
     ax.set_title("slower: red, faster: green, within noise: grey; × regression beyond the "
@@ -961,7 +1000,7 @@ def machine_markdown(comparison: MachineComparison, plot_name: str | None = None
         records = []
         for row in rows:
             record: dict[str, str | int] = {"backend": row.backend, "batch": row.batch}
-            for target in comparison.targets:
+            for target in [ref, *others]:
                 p50, rate, cost = _cell_text(row.cells.get(target))
                 record[f"{target} p50 ms"] = p50
                 record[f"{target} inf/s"] = rate
@@ -979,9 +1018,13 @@ def machine_markdown(comparison: MachineComparison, plot_name: str | None = None
     lines += ["## Per backend", "", table(comparison.rows), ""]
     for target, rows in comparison.unmatched.items():
         if rows:
-            names = sorted({r.backend for r in rows})
+            batches: dict[str, list[int]] = {}
+            for result in rows:
+                batches.setdefault(result.backend, []).append(int(result.batch_size))
+            names = [f"{name} (bs {', '.join(map(str, sorted(b)))})"
+                     for name, b in sorted(batches.items())]
             lines += [f"Rows of `{target}` with no counterpart on `{ref}` "
-                      f"({len(rows)}): {', '.join(names)}.", ""]
+                      f"({len(rows)}): {'; '.join(names)}.", ""]
     return "\n".join(lines)
 
 
