@@ -13,7 +13,9 @@ with replacement, then samples with replacement inside each drawn launch, as
 :func:`inferbench.measure.stats.hierarchical_replicates` does), vectorised over the
 resamples. The two runs were measured in separate processes, so each side is
 resampled on its own and the ratio of the resampled statistics is the bootstrap
-distribution of the ratio.
+distribution of the ratio. With the few launches a row has, the bootstrap of launches is too
+narrow, so the interval is widened to a Welch t interval on the launches' own
+statistics where that is wider (:func:`launch_ratio_interval`).
 
 Verdict of a pair, with ``band`` the noise band (``--noise-band``, default 2%):
 
@@ -605,7 +607,8 @@ RULE_TEXT = (
     "Ratio = current / baseline of the p50 **time** (for the `throughput` view, baseline "
     "rate / current rate), so above 1 the current run is slower; 95% interval from a "
     "hierarchical bootstrap of both sides' raw samples (launches, then samples within "
-    "each launch). Verdict: `within noise` when the interval contains 1 or lies wholly "
+    "each launch), widened to a Welch t interval on the launches' own p50 where that is "
+    "wider (few launches). Verdict: `within noise` when the interval contains 1 or lies wholly "
     "inside the noise band [1 − b, 1 + b]; otherwise `slower` (interval above 1) or "
     "`faster` (below 1); `not comparable` when the rows did not time the same work "
     "(model or inputs differ), a side was not measured or was contended, or a view is "
