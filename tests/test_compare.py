@@ -399,3 +399,20 @@ def test_workflow_compares_with_the_configured_baseline(tmp_path: Path) -> None:
     dry = run_snakemake(tmp_path, configfile, "--cores", "1", "-n", "all")
     assert "compare_runs" in dry.stdout and "machine_comparison" in dry.stdout
     assert "compare/before.md" in dry.stdout
+
+
+def test_a_measured_row_carries_the_model_and_inputs_hashes(tiny_model: dict,
+                                                            tmp_path: Path) -> None:
+    from inferbench.config import job_settings
+    from inferbench.io import sha256_file
+    from inferbench.measure.harness import JobPaths, run_in_process
+
+    root = tiny_model["root"]
+    settings = job_settings(tiny_model["config"], "torch-eager")
+    settings["measurement"] = {**settings["measurement"], "repeats": 1}
+    paths = JobPaths(model_dir=root / "hf", card=root / "card.json",
+                     inputs=root / "inputs.npz", reference=root / "reference.npz")
+    record = run_in_process(settings, 2, paths, "tiny", "local", tmp_path / "bs2.json")
+    assert record["status"] == "ok"
+    assert record["inputs_sha256"] == sha256_file(root / "inputs.npz")
+    assert record["model_sha256"] and len(record["model_sha256"]) == 64
