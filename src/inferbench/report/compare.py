@@ -82,8 +82,16 @@ def hierarchical_bootstrap(launches: Sequence[Sequence[float]], statistic: float
                            resamples: int, seed: int) -> np.ndarray:
     """Bootstrap replicates of a percentile (0-100) or of ``"mean"`` of the pooled
     samples: each replicate draws launches with replacement, then samples with
-    replacement inside each drawn launch. Vectorised: a chunk of replicates is one
-    padded array, sorted once; percentiles interpolate linearly as np.percentile."""
+    replacement inside each drawn launch (see :func:`bootstrap_statistics`)."""
+    return bootstrap_statistics(launches, (statistic,), resamples, seed)[statistic]
+
+
+def bootstrap_statistics(launches: Sequence[Sequence[float]],
+                         statistics: Sequence[float | str], resamples: int, seed: int
+                         ) -> dict[float | str, np.ndarray]:
+    """Replicates of several statistics from the same hierarchical resamples.
+    Vectorised: a chunk of replicates is one padded array (+inf beyond a launch's
+    samples); percentiles interpolate linearly as np.percentile does."""
     groups = [np.asarray(g, dtype=np.float64) for g in launches if len(g)]
     if not groups:
         raise ValueError("no samples")
@@ -94,7 +102,8 @@ def hierarchical_bootstrap(launches: Sequence[Sequence[float]], statistic: float
         table[index, :values.size] = values
     rng = np.random.default_rng(seed)
     launches_n = len(groups)
-    out = np.empty(int(resamples))
+    out = {statistic: np.empty(int(resamples)) for statistic in statistics}
+    percentiles = [s for s in statistics if s != "mean"]
     step = max(1, _CHUNK_ELEMENTS // (launches_n * width))
     columns = np.arange(width)
     for start in range(0, int(resamples), step):
@@ -105,21 +114,26 @@ def hierarchical_bootstrap(launches: Sequence[Sequence[float]], statistic: float
         valid = columns < picked_sizes
         drawn = np.where(valid, table[picked[..., None], inside], np.inf).reshape(n, -1)
         count = valid.reshape(n, -1).sum(axis=1)
-        if statistic == "mean":
-            out[start:start + n] = np.where(np.isfinite(drawn), drawn, 0.0).sum(axis=1) / count
+        if "mean" in out:
+            out["mean"][start:start + n] = np.where(valid.reshape(n, -1), drawn,
+                                                    0.0).sum(axis=1) / count
+        if not percentiles:
             continue
-        position = float(statistic) / 100.0 * (count - 1)
-        low = np.floor(position).astype(np.intp)
-        high = np.minimum(low + 1, count - 1)
+        positions = {q: float(q) / 100.0 * (count - 1) for q in percentiles}
+        bounds = {q: (np.floor(p).astype(np.intp),
+                      np.minimum(np.floor(p).astype(np.intp) + 1, count - 1))
+                  for q, p in positions.items()}
         if np.all(count == count[0]):
-            # equal pooled sizes (equal launches, or one): select the two order
-            # statistics instead of sorting (padding is +inf, so it stays at the end)
-            drawn = np.partition(drawn, sorted({int(low[0]), int(high[0])}), axis=1)
+            # equal pooled sizes (equal launches, or one): select the order statistics
+            # needed instead of sorting (the +inf padding stays at the end)
+            kth = sorted({int(b[0]) for pair in bounds.values() for b in pair})
+            drawn = np.partition(drawn, kth, axis=1)
         else:
             drawn.sort(axis=1)
         rows = np.arange(n)
-        below, above = drawn[rows, low], drawn[rows, high]
-        out[start:start + n] = below + (above - below) * (position - low)
+        for q, (low, high) in bounds.items():
+            below, above = drawn[rows, low], drawn[rows, high]
+            out[q][start:start + n] = below + (above - below) * (positions[q] - low)
     return out
 
 
@@ -163,12 +177,16 @@ class Replicates:
 
     def get(self, result: Result, side: str, view: str, statistic: float | str
             ) -> np.ndarray:
-        key = (side, result.target, result.model, result.backend, result.precision,
-               int(result.batch_size), result.scenario, view, str(statistic))
-        if key not in self._cache:
-            self._cache[key] = hierarchical_bootstrap(
-                result.view(view).samples, statistic, self.resamples, _seed(self.seed, *key))
-        return self._cache[key]
+        row = (side, result.target, result.model, result.backend, result.precision,
+               int(result.batch_size), result.scenario, view)
+        if (*row, str(statistic)) not in self._cache:
+            # p50 and p99 come from the same resamples: one draw, one partition
+            together = (50, 99) if statistic in (50, 99) else (statistic,)
+            found = bootstrap_statistics(result.view(view).samples, together,
+                                         self.resamples, _seed(self.seed, *row))
+            for name, values in found.items():
+                self._cache[(*row, str(name))] = values
+        return self._cache[(*row, str(statistic))]
 
     def interval(self, result: Result, side: str, view: str, statistic: float | str
                  ) -> Ratio:
