@@ -22,11 +22,10 @@ from inferbench.report.compare import (
     hierarchical_bootstrap,
     launch_ratio_interval,
     load_run,
-    machine_comparison,
-    machine_markdown,
     run_compare,
     verdict_of,
 )
+from inferbench.report.machines import machine_comparison, machine_markdown
 from inferbench.results import VIEW_UNITS, Result, View
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -349,7 +349,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_compare_machines(args: argparse.Namespace) -> None:
-    from inferbench.report.compare import EXIT_BAD_INPUT, CompareError, run_machine_comparison
+    from inferbench.report.compare import EXIT_BAD_INPUT, CompareError
+    from inferbench.report.machines import run_machine_comparison
 
     context = json.loads(args.context) if args.context else {}
     prices = {**(context.get("prices") or {}), **_prices(args.price)}

@@ -34,7 +34,7 @@ rule compare_runs:
 rule machine_comparison:
     input:
         results=rules.aggregate.input.results,
-        code=report_code("report.compare", "report.rows", "results"),
+        code=report_code("report.compare", "report.machines", "report.rows", "results"),
     output:
         md=f"{RESULTS}/machine_comparison.md",
         png=report(

@@ -39,10 +39,7 @@ Python, OS, inferbench's revision, the ONNX graph) or settings (threads, backend
 options, measurement policy) differ: a *software* / *settings* comparison that names
 what changed. A field recorded on one side only is listed and changes nothing.
 
-:func:`machine_comparison` is the side-by-side view of several targets in one
-merged result set (the multi-target summary): per backend and batch each target's
-p50 and throughput, the speedup between targets with its interval, and the cost
-per million inferences where prices are set.
+Machines side by side (the multi-target merge) are in :mod:`inferbench.report.machines`.
 """
 
 from __future__ import annotations
@@ -142,12 +139,12 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def _pooled(launches: Sequence[Sequence[float]]) -> np.ndarray:
+def pooled_samples(launches: Sequence[Sequence[float]]) -> np.ndarray:
     arrays = [np.asarray(g, dtype=np.float64) for g in launches if len(g)]
     return np.concatenate(arrays) if arrays else np.empty(0)
 
 
-def _statistic(values: np.ndarray, statistic: float | str) -> float:
+def statistic_of(values: np.ndarray, statistic: float | str) -> float:
     return float(values.mean() if statistic == "mean" else np.percentile(values, float(statistic)))
 
 
@@ -191,7 +188,7 @@ class Replicates:
     def interval(self, result: Result, side: str, view: str, statistic: float | str
                  ) -> Ratio:
         low, high = _percentile_interval(self.get(result, side, view, statistic))
-        return Ratio(_statistic(_pooled(result.view(view).samples), statistic), low, high)
+        return Ratio(statistic_of(pooled_samples(result.view(view).samples), statistic), low, high)
 
     def ratio(self, numerator: tuple[Result, str], denominator: tuple[Result, str],
               view: str, statistic: float | str) -> Ratio:
@@ -204,7 +201,8 @@ class Replicates:
         launch_level = launch_ratio_interval(num, den, statistic)
         if launch_level is not None:
             low, high = min(low, launch_level[0]), max(high, launch_level[1])
-        value = _statistic(_pooled(num), statistic) / _statistic(_pooled(den), statistic)
+        value = (statistic_of(pooled_samples(num), statistic)
+                 / statistic_of(pooled_samples(den), statistic))
         return Ratio(value, low, high)
 
 
@@ -222,9 +220,9 @@ def launch_ratio_interval(numerator: Sequence[Sequence[float]],
     nothing, where a side's launches disagree it widens to what they support."""
     from scipy import stats
 
-    a = np.log([_statistic(np.asarray(g, dtype=np.float64), statistic)
+    a = np.log([statistic_of(np.asarray(g, dtype=np.float64), statistic)
                 for g in numerator if len(g)])
-    b = np.log([_statistic(np.asarray(g, dtype=np.float64), statistic)
+    b = np.log([statistic_of(np.asarray(g, dtype=np.float64), statistic)
                 for g in denominator if len(g)])
     if a.size < 2 or b.size < 2:
         return None
@@ -334,7 +332,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _options(result: Result) -> dict[str, Any]:
+def backend_options(result: Result) -> dict[str, Any]:
     from inferbench.report.rows import full_options
 
     return full_options({"options": result.options, "kind": result.kind})
@@ -353,7 +351,7 @@ def comparable_fields(result: Result) -> dict[str, tuple[str, Any]]:
         "onnx.fusions": (SOFTWARE, json.dumps((result.onnx or {}).get("fusions"),
                                               sort_keys=True) if result.onnx else None),
     }
-    for key, value in sorted(_options(result).items()):
+    for key, value in sorted(backend_options(result).items()):
         fields[f"options.{key}"] = (SETTINGS, value)
     for key, value in sorted(((result.stopping or {}).get("policy") or {}).items()):
         if key != "bootstrap_resamples":
@@ -553,9 +551,9 @@ def compare_pair(baseline: Result, current: Result, noise_band: float, boot: Rep
         row = RowComparison(**common, view=view, verdict="not comparable",
                             unit=cur_view.unit or base_view.unit)
         if base_view.samples:
-            row.baseline_p50 = _statistic(_pooled(base_view.samples), 50)
+            row.baseline_p50 = statistic_of(pooled_samples(base_view.samples), 50)
         if cur_view.samples:
-            row.current_p50 = _statistic(_pooled(cur_view.samples), 50)
+            row.current_p50 = statistic_of(pooled_samples(cur_view.samples), 50)
         if not base_view.samples or not cur_view.samples:
             side, absent = (("baseline", base_view) if not base_view.samples
                             else ("current", cur_view))
@@ -568,8 +566,8 @@ def compare_pair(baseline: Result, current: Result, noise_band: float, boot: Rep
         base_side, cur_side = (baseline, "baseline"), (current, "current")
         num, den = (cur_side, base_side) if slower_is_higher else (base_side, cur_side)
         row.ratio = boot.ratio(num, den, view, 50)
-        if (slower_is_higher and _pooled(cur_view.samples).size >= MIN_SAMPLES_P99
-                and _pooled(base_view.samples).size >= MIN_SAMPLES_P99):
+        if (slower_is_higher and pooled_samples(cur_view.samples).size >= MIN_SAMPLES_P99
+                and pooled_samples(base_view.samples).size >= MIN_SAMPLES_P99):
             row.p99_ratio = boot.ratio(num, den, view, 99)
         if kind == "not comparable":
             row.reason = changed
@@ -607,7 +605,7 @@ def _row_names(results: Sequence[Result]) -> str:
 
 # -- the report ----------------------------------------------------------------------
 
-def _fmt(value: float | None, digits: int = 3) -> str:
+def fmt_number(value: float | None, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
@@ -641,8 +639,8 @@ def _row_table(rows: Sequence[RowComparison], gate_pct: float | None) -> str:
         "model": r.model, **({"target": r.target} if r.target else {}),
         "backend": r.backend, "precision": r.precision, "batch": r.batch,
         "scenario": r.scenario, "view": r.view,
-        "baseline p50": _fmt(r.baseline_p50) + (f" {r.unit}" if r.unit else ""),
-        "current p50": _fmt(r.current_p50) + (f" {r.unit}" if r.unit else ""),
+        "baseline p50": fmt_number(r.baseline_p50) + (f" {r.unit}" if r.unit else ""),
+        "current p50": fmt_number(r.current_p50) + (f" {r.unit}" if r.unit else ""),
         "time ratio p50 [95% CI]": r.ratio.fmt() if r.ratio else "–",
         "p99 ratio [95% CI]": r.p99_ratio.fmt() if r.p99_ratio else "–",
         "verdict": ("**regression** " if r.regression(gate_pct) else "") + r.verdict
@@ -844,282 +842,3 @@ def run_compare(baseline: Path, current: Path | Sequence[Path], out: Path | None
         lines.append(f"report: {out}" + (f", plot: {plot}" if plot else ""))
     code = EXIT_REGRESSION if fail_on_regression is not None and regressions else EXIT_OK
     return comparison, lines, code
-
-
-# -- machines side by side -------------------------------------------------------------
-
-@dataclass
-class Cell:
-    """One target's row in the side-by-side view."""
-
-    result: Result
-    p50: Ratio                # p50 latency (ms) and its interval
-    throughput: Ratio | None  # inferences/s and its interval
-    throughput_source: str    # "throughput view" or "serial (batch / mean latency)"
-    cost: Ratio | None = None  # $ per million inferences
-
-
-@dataclass
-class MachineRow:
-    model: str
-    backend: str  # the reference target's backend (or "best" for the fastest rows)
-    batch: int
-    cells: dict[str, Cell]
-    speedup: dict[str, Ratio]  # target -> p50(reference) / p50(target)
-
-
-@dataclass
-class MachineComparison:
-    reference: str
-    targets: list[str]
-    rows: list[MachineRow]
-    best: list[MachineRow]
-    unmatched: dict[str, list[Result]]
-
-
-def _ok(result: Result) -> bool:
-    return result.status == "ok" and bool(result.view("latency").samples)
-
-
-def _cell(result: Result, price: float | None, boot: Replicates) -> Cell:
-    p50 = boot.interval(result, "machine", "latency", 50)
-    if result.view("throughput").samples:
-        throughput: Ratio | None = boot.interval(result, "machine", "throughput", 50)
-        source = "throughput view"
-    else:
-        mean = boot.interval(result, "machine", "latency", "mean")
-        batch = int(result.batch_size)
-        throughput = Ratio(batch / mean.value * 1e3, batch / mean.high * 1e3,
-                           batch / mean.low * 1e3)
-        source = "serial (batch / mean latency)"
-    cost = None
-    if price is not None and throughput is not None and throughput.value > 0:
-        from inferbench.report.rows import cost_per_million
-
-        cost = Ratio(cost_per_million(price, throughput.value),
-                     cost_per_million(price, throughput.high),
-                     cost_per_million(price, throughput.low))
-    return Cell(result, p50, throughput, source, cost)
-
-
-def counterpart(row: Result, candidates: Iterable[Result]) -> Result | None:
-    """The row of another target that ``row`` is compared with: the same backend name,
-    else the same runtime kind and precision sharing the most option values (ties:
-    the alphabetically first name)."""
-    candidates = [c for c in candidates if c.model == row.model
-                  and int(c.batch_size) == int(row.batch_size) and _ok(c)]
-    same = next((c for c in candidates if c.backend == row.backend), None)
-    if same is not None:
-        return same
-    mine = _options(row)
-    scored = []
-    for other in candidates:
-        if other.kind != row.kind or other.precision != row.precision:
-            continue
-        theirs = _options(other)
-        shared = sum(1 for k, v in mine.items() if theirs.get(k) == v)
-        scored.append((-shared, other.backend, other))
-    return min(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
-
-
-def machine_comparison(results: Sequence[Result], prices: Mapping[str, float] | None = None,
-                       reference: str | None = None, resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> MachineComparison:
-    prices = prices or {}
-    targets = sorted({r.target for r in results})
-    if reference is None:
-        reference = targets[0] if targets else ""
-    if reference not in targets:
-        raise CompareError(f"reference target {reference!r} has no results; targets: "
-                           f"{', '.join(targets) or 'none'}")
-    others = [t for t in targets if t != reference]
-    ok = [r for r in results if _ok(r)]
-    cells: dict[tuple[str, str, int], Cell] = {}
-    boot = Replicates(resamples, seed)
-
-    def cell(result: Result) -> Cell:
-        key = (result.target, result.backend, int(result.batch_size))
-        if key not in cells:
-            cells[key] = _cell(result, prices.get(result.target), boot)
-        return cells[key]
-
-    def speedups(ref: Result, matched: Mapping[str, Result]) -> dict[str, Ratio]:
-        return {t: boot.ratio((ref, "machine"), (r, "machine"), "latency", 50)
-                for t, r in matched.items()}
-
-    rows, used = [], set()
-    for ref in sorted((r for r in ok if r.target == reference),
-                      key=lambda r: (r.model, r.backend, r.batch_size)):
-        matched = {}
-        for target in others:
-            other = counterpart(ref, (r for r in ok if r.target == target))
-            if other is not None:
-                matched[target] = other
-                used.add(id(other))
-        rows.append(MachineRow(ref.model, ref.backend, int(ref.batch_size),
-                               {reference: cell(ref), **{t: cell(r) for t, r in matched.items()}},
-                               speedups(ref, matched)))
-    best = []
-    for model, batch in sorted({(r.model, int(r.batch_size)) for r in ok}):
-        fastest = {}
-        for target in targets:
-            here = [r for r in ok if r.target == target and r.model == model
-                    and int(r.batch_size) == batch]
-            if here:
-                fastest[target] = min(here, key=lambda r: _statistic(
-                    _pooled(r.view("latency").samples), 50))
-        if reference in fastest and len(fastest) > 1:
-            ref = fastest[reference]
-            matched = {t: r for t, r in fastest.items() if t != reference}
-            best.append(MachineRow(model, "fastest", batch,
-                                   {t: cell(r) for t, r in fastest.items()},
-                                   speedups(ref, matched)))
-    unmatched = {t: [r for r in ok if r.target == t and id(r) not in used] for t in others}
-    return MachineComparison(reference, targets, rows, best, unmatched)
-
-
-def _cell_text(cell: Cell | None) -> tuple[str, str, str]:
-    if cell is None:
-        return "–", "–", "–"
-    p50 = f"{_fmt(cell.p50.value)} [{_fmt(cell.p50.low)}–{_fmt(cell.p50.high)}]"
-    if cell.result.backend:
-        p50 = f"{cell.result.backend}: {p50}"
-    rate = "–" if cell.throughput is None else (
-        f"{_fmt(cell.throughput.value)}" + ("" if cell.throughput_source == "throughput view"
-                                             else " (serial)"))
-    cost = "–" if cell.cost is None else (
-        f"{_fmt(cell.cost.value)} [{_fmt(cell.cost.low)}–{_fmt(cell.cost.high)}]")
-    return p50, rate, cost
-
-
-def machine_markdown(comparison: MachineComparison, plot_name: str | None = None) -> str:
-    import pandas as pd
-
-    ref, others = comparison.reference, [t for t in comparison.targets
-                                         if t != comparison.reference]
-    lines = ["# Machines side by side", ""]
-    if not others:
-        lines += [f"Only target `{ref}` has results: nothing to compare. Merge another "
-                  "machine's results (`include_results`, or copies in results/bench/<target>/) "
-                  "to compare machines.", ""]
-        return "\n".join(lines)
-    lines += [
-        f"Reference target `{ref}`; compared: {', '.join(f'`{t}`' for t in others)}. Per "
-        "backend and batch: each target's p50 end-to-end latency (ms, 95% CI), throughput "
-        "(inferences/s: the throughput view's p50, or `(serial)` = batch / mean latency where "
-        "the result has no throughput view), cost per million inferences where "
-        "`targets.<name>.price_per_hour` is set, and the speedup p50(reference) / p50(target) "
-        "with its 95% hierarchical bootstrap interval (> 1: the target is faster). A backend "
-        "of the reference is matched on another target by name, else by runtime kind and "
-        "precision with the most option values in common (the backend is named in the "
-        "cell). Latency is the end-to-end view on every target, so CPU and GPU rows compare "
-        "like for like.", ""]
-    if plot_name:
-        lines += [f"![speedup between machines]({plot_name})", ""]
-
-    def table(rows: Sequence[MachineRow]) -> str:
-        records = []
-        for row in rows:
-            record: dict[str, str | int] = {"backend": row.backend, "batch": row.batch}
-            for target in [ref, *others]:
-                p50, rate, cost = _cell_text(row.cells.get(target))
-                record[f"{target} p50 ms"] = p50
-                record[f"{target} inf/s"] = rate
-                if any(c.cost is not None for r in rows for c in r.cells.values()):
-                    record[f"{target} $/M inf"] = cost
-            for target in others:
-                ratio = row.speedup.get(target)
-                record[f"{target} speedup"] = (f"{ratio.value:.3g}× [{ratio.low:.3g}–"
-                                               f"{ratio.high:.3g}]") if ratio else "–"
-            records.append(record)
-        return pd.DataFrame(records).to_markdown(index=False)
-
-    if comparison.best:
-        lines += ["## Fastest row of each target per batch", "", table(comparison.best), ""]
-    lines += ["## Per backend", "", table(comparison.rows), ""]
-    for target, rows in comparison.unmatched.items():
-        if rows:
-            batches: dict[str, list[int]] = {}
-            for result in rows:
-                batches.setdefault(result.backend, []).append(int(result.batch_size))
-            names = [f"{name} (bs {', '.join(map(str, sorted(b)))})"
-                     for name, b in sorted(batches.items())]
-            lines += [f"Rows of `{target}` with no counterpart on `{ref}` "
-                      f"({len(rows)}): {'; '.join(names)}.", ""]
-    return "\n".join(lines)
-
-
-def machine_plot(comparison: MachineComparison, out: Path) -> None:
-    """Speedup of each other target over the reference, per matched backend across
-    batch sizes (log scale, 95% CI bars), the fastest rows in black."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    others = [t for t in comparison.targets if t != comparison.reference]
-    fig, axes = plt.subplots(1, max(1, len(others)), squeeze=False,
-                             figsize=(7.5 * max(1, len(others)), 4.6))
-    if not others:
-        axes[0, 0].axis("off")
-        axes[0, 0].text(0.5, 0.5, f"only target {comparison.reference}: nothing to compare",
-                        ha="center")
-    for ax, target in zip(axes[0], others, strict=False):
-        series: dict[str, list[tuple[int, Ratio]]] = {}
-        for row in comparison.rows:
-            if target in row.speedup:
-                name = f"{row.backend} ↔ {row.cells[target].result.backend}"
-                series.setdefault(name, []).append((row.batch, row.speedup[target]))
-        for row in comparison.best:
-            if target in row.speedup:
-                series.setdefault("fastest ↔ fastest", []).append(
-                    (row.batch, row.speedup[target]))
-        for name, points in sorted(series.items()):
-            points.sort(key=lambda p: p[0])
-            xs = [p[0] for p in points]
-            ys = [p[1].value for p in points]
-            err = [[max(0.0, p[1].value - p[1].low) for p in points],
-                   [max(0.0, p[1].high - p[1].value) for p in points]]
-            style = {"color": "black", "linewidth": 2.0} if name.startswith("fastest") else {}
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, **style)
-        ax.axhline(1.0, color="0.4", linewidth=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        batches = sorted({r.batch for r in comparison.rows})
-        if batches:
-            ax.set_xticks(batches, [str(b) for b in batches])
-        from matplotlib.ticker import FuncFormatter
-
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel("batch size (sequences)")
-        ax.set_ylabel(f"speedup of {target} over {comparison.reference}\n"
-                      "p50(reference) / p50(target), 95% CI (log)")
-        ax.set_title(f"{target} vs {comparison.reference}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    with atomic_path(Path(out)) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
-
-
-def run_machine_comparison(result_paths: Sequence[Path], out: Path, plot: Path | None,
-                           prices: Mapping[str, float] | None = None,
-                           reference: str | None = None,
-                           resamples: int = DEFAULT_RESAMPLES) -> MachineComparison:
-    results: list[Result] = []
-    for path in result_paths:
-        results += load_run(Path(path), "input")
-    if reference is None and results:
-        # the first folder named is the reference (this machine, usually)
-        reference = results[0].target
-    comparison = machine_comparison(results, prices, reference, resamples)
-    plot_name = None
-    if plot is not None:
-        machine_plot(comparison, plot)
-        try:
-            plot_name = str(Path(plot).resolve().relative_to(Path(out).resolve().parent))
-        except ValueError:
-            plot_name = str(plot)
-    atomic_write_text(Path(out), machine_markdown(comparison, plot_name))
-    return comparison
