@@ -362,8 +362,9 @@ def cmd_compare_machines(args: argparse.Namespace) -> None:
     except CompareError as exc:
         print(f"inferbench compare-machines: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
-    print(f"machines: reference {comparison.reference}, targets "
-          f"{', '.join(comparison.targets)}; {len(comparison.rows)} backend rows, "
+    others = [t for t in comparison.targets if t != comparison.reference]
+    print(f"machines: reference {comparison.reference}, compared {', '.join(others) or 'none'}; "
+          f"{len(comparison.rows)} backend rows, "
           f"{len(comparison.best)} fastest-per-batch rows; report: {args.out}")
 
 
