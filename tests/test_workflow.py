@@ -11,9 +11,11 @@ from helpers import job_counts, run_snakemake, tiny_config_dict, write_config
 pytestmark = pytest.mark.workflow
 
 BACKENDS = ["torch-eager", "ort-cpu", "ort-cpu-int8-fused"]
-# The report stage (workflow/rules/report.smk) reruns whenever the results change.
+# The report stage (workflow/rules/report.smk) and the side-by-side view of the targets
+# (workflow/rules/compare.smk) rerun whenever the results change.
 REPORT_JOBS = {rule: 1 for rule in ("plot_speedup", "plot_distributions", "plot_targets",
-                                    "findings", "environment", "summary_html")}
+                                    "findings", "environment", "summary_html",
+                                    "machine_comparison")}
 
 
 def scheduled(workdir: Path, configfile: Path) -> dict[str, int]:

@@ -341,6 +341,91 @@ def add_report_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_render_html)
 
 
+# -- comparing runs and machines --------------------------------------------------------
+
+def _prices(values: list[str]) -> dict[str, float]:
+    prices = {}
+    for value in values:
+        target, _, price = value.partition("=")
+        try:
+            prices[target] = float(price)
+        except ValueError:
+            print(f"inferbench compare-machines: --price {value!r}: expected "
+                  "TARGET=USD_PER_HOUR, e.g. h100=2.5", file=sys.stderr)
+            raise SystemExit(2) from None
+    return prices
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Exit 0: no regression beyond the gate; 1: a regression; 2: inputs that cannot be
+    compared (one line saying which and why)."""
+    from inferbench.report.compare import EXIT_BAD_INPUT, CompareError, run_compare
+
+    out = Path(args.out) if args.out else None
+    plot = Path(args.plot) if args.plot else (out.with_suffix(".png") if out else None)
+    try:
+        _, lines, code = run_compare(
+            Path(args.baseline), [Path(p) for p in args.current], out, plot,
+            noise_band_pct=args.noise_band, fail_on_regression=args.fail_on_regression,
+            resamples=args.resamples, gate_pct=args.mark_regressions)
+    except CompareError as exc:
+        print(f"inferbench compare: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    print("\n".join(lines))
+    raise SystemExit(code)
+
+
+def cmd_compare_machines(args: argparse.Namespace) -> None:
+    from inferbench.report.compare import EXIT_BAD_INPUT, CompareError
+    from inferbench.report.machines import run_machine_comparison
+
+    context = json.loads(args.context) if args.context else {}
+    prices = {**(context.get("prices") or {}), **_prices(args.price)}
+    resamples = int(context.get("resamples") or args.resamples)
+    try:
+        comparison = run_machine_comparison(
+            [Path(p) for p in args.folders], Path(args.out),
+            Path(args.plot) if args.plot else None, prices, args.reference, resamples)
+    except CompareError as exc:
+        print(f"inferbench compare-machines: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    others = [t for t in comparison.targets if t != comparison.reference]
+    print(f"machines: reference {comparison.reference}, compared {', '.join(others) or 'none'}; "
+          f"{len(comparison.rows)} backend rows, "
+          f"{len(comparison.best)} fastest-per-batch rows; report: {args.out}")
+
+
+def add_compare_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare two results folders (regressions, noise)")
+    p.add_argument("baseline", help="results folder: results/bench/<target>, results/, "
+                   "docs/results/h100, ...")
+    p.add_argument("current", nargs="+", help="results folder compared with the baseline "
+                   "(or several result files: what the workflow passes)")
+    p.add_argument("--out", help="Markdown report (default: print only)")
+    p.add_argument("--plot", help="forest plot PNG (default: the report's name with .png)")
+    p.add_argument("--noise-band", type=float, default=2.0, metavar="PCT",
+                   help="an interval wholly inside ±PCT%% of 1 is within noise (default 2)")
+    p.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                   help="exit 1 when a row's whole 95%% interval is more than PCT%% slower")
+    p.add_argument("--mark-regressions", type=float, metavar="PCT",
+                   help="mark such rows in the report and plot without failing")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("compare-machines", help="targets side by side: p50, throughput, "
+                       "speedup between machines, cost")
+    p.add_argument("folders", nargs="+", help="result folders or files (one or more targets)")
+    p.add_argument("--out", required=True, help="Markdown report")
+    p.add_argument("--plot", help="PNG of the speedups between targets")
+    p.add_argument("--reference", help="target the others are compared with "
+                   "(default: the target of the first folder's first result)")
+    p.add_argument("--price", action="append", default=[], metavar="TARGET=USD_PER_HOUR",
+                   help="price of a target's machine, for cost per million inferences")
+    p.add_argument("--context", help="JSON with prices (what the workflow passes)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.set_defaults(func=cmd_compare_machines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferbench", description=__doc__)
     sub = parser.add_subparsers(required=True)
@@ -441,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backends", nargs="+")
     p.set_defaults(func=cmd_bench_targets)
     add_report_commands(sub)
+    add_compare_commands(sub)
     return parser
 
 

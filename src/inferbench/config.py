@@ -239,6 +239,12 @@ def _check_semantics(config: dict[str, Any]) -> None:
     baseline = config.get("report", {}).get("baseline")
     config.setdefault("report", {})["baseline"] = baseline if baseline in seen else None
     _check_targets(config)
+    baseline_run = (config.get("compare") or {}).get("baseline")
+    if baseline_run is not None and not Path(baseline_run).is_dir():
+        raise ConfigError(
+            f"config key 'compare.baseline': {baseline_run!r} is not a folder; allowed: the "
+            "results folder of an earlier run (e.g. results-before/bench/local) or a "
+            "committed one (e.g. docs/results/h100), relative to the working directory")
 
 
 def _check_targets(config: Mapping[str, Any]) -> None:

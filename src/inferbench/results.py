@@ -152,6 +152,10 @@ class Result:
     build: dict[str, Any] | None = None
     onnx: dict[str, Any] | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    # What the row timed: sha256 of the prepared model (its card's file hashes) and of
+    # the input set; two rows whose hashes differ did not time the same work.
+    model_sha256: str | None = None
+    inputs_sha256: str | None = None
     started_at: str = ""
     finished_at: str = ""
     traceback: str | None = None

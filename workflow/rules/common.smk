@@ -272,6 +272,7 @@ def all_outputs():
         f"{RESULTS}/plots/latency_vs_batch.png",
         f"{RESULTS}/plots/throughput_vs_batch.png",
         *report_outputs(),
+        *compare_outputs(),
     ]
 
 
@@ -346,3 +347,23 @@ def report_outputs():
         rules.environment.output.html,
         rules.summary_html.output.html,
     ]
+
+
+# -- comparing runs and machines (workflow/rules/compare.smk) -------------------------
+
+COMPARE = config.get("compare") or {}
+
+
+def compare_baseline_files():
+    """The baseline run's result files (none when no baseline is configured)."""
+    from inferbench.report.compare import result_files
+
+    baseline = COMPARE.get("baseline")
+    return [str(p) for p in result_files(Path(baseline))] if baseline else []
+
+
+def compare_outputs():
+    outputs = [rules.machine_comparison.output.md, rules.machine_comparison.output.png]
+    if COMPARE.get("baseline"):
+        outputs += [rules.compare_runs.output.md, rules.compare_runs.output.png]
+    return outputs

@@ -72,10 +72,31 @@ def gpu_info() -> list[dict[str, Any]]:
                 "name": pynvml.nvmlDeviceGetName(handle),
                 "memory_total_mib": pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20,
                 "driver": driver,
+                **gpu_limits(pynvml, handle),
             })
     finally:
         pynvml.nvmlShutdown()
     return gpus
+
+
+def gpu_limits(nvml: Any, handle: Any) -> dict[str, float | None]:
+    """Power limit and clocks that bound a GPU's speed, where NVML exposes them (a
+    capped or clock-locked card is another machine for a comparison); None otherwise."""
+
+    def read(call: str, *args: Any) -> Any:
+        try:
+            return getattr(nvml, call)(handle, *args)
+        except Exception:  # not supported on this GPU / driver, or no permission
+            return None
+
+    power_mw = read("nvmlDeviceGetEnforcedPowerLimit")
+    sm, mem = getattr(nvml, "NVML_CLOCK_SM", 1), getattr(nvml, "NVML_CLOCK_MEM", 2)
+    return {
+        "power_limit_w": power_mw / 1000 if power_mw is not None else None,
+        "sm_clock_max_mhz": read("nvmlDeviceGetMaxClockInfo", sm),
+        "mem_clock_max_mhz": read("nvmlDeviceGetMaxClockInfo", mem),
+        "sm_clock_applications_mhz": read("nvmlDeviceGetApplicationsClock", sm),
+    }
 
 
 # Set by SLURM inside a job: which allocation measured the number.

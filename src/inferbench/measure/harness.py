@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from inferbench.backends.base import Unsupported
-from inferbench.config import config_hash
+from inferbench.config import canonical_json, config_hash
 from inferbench.io import CorruptArtifactError, atomic_write_json
 from inferbench.measure.stats import StoppingPolicy, collect, view_stats
 from inferbench.results import VIEW_UNITS, VIEWS, Result, View, write_result
@@ -162,7 +162,7 @@ def combine(result: Result, records: list[dict[str, Any]], settings: Mapping[str
     measurement = settings["measurement"]
     failed = [r for r in records if r["status"] in ("unavailable", "error")]
     last = records[-1]
-    for key in ("details", "build", "onnx", "fingerprint"):
+    for key in ("details", "build", "onnx", "fingerprint", "model_sha256", "inputs_sha256"):
         value = next((r[key] for r in reversed(records) if r.get(key)), None)
         if value is not None:
             setattr(result, key, value)
@@ -258,7 +258,28 @@ def measure_launch(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> 
     from inferbench.measure.fingerprint import fingerprint
 
     record["fingerprint"] = fingerprint(int(settings["threads"]))
+    record.update(artifact_hashes(paths))
     return record
+
+
+def artifact_hashes(paths: JobPaths) -> dict[str, str | None]:
+    """What a row times, for comparing runs: the prepared model (the sha256 of its
+    card's file hashes: weights, config, tokenizer) and the input set. None when a
+    file cannot be read (the row's own status says why)."""
+    import hashlib
+
+    from inferbench.io import sha256_file
+    from inferbench.prepare.model import read_json
+
+    hashes: dict[str, str | None] = {"model_sha256": None, "inputs_sha256": None}
+    try:
+        files = read_json(paths.card).get("files") or {}
+        hashes["model_sha256"] = hashlib.sha256(
+            canonical_json(files).encode()).hexdigest()
+        hashes["inputs_sha256"] = sha256_file(paths.inputs)
+    except (OSError, ValueError):
+        pass
+    return hashes
 
 
 def write_launch(path: Path, record: Mapping[str, Any]) -> None:
