@@ -18,8 +18,10 @@ include: "workflow/rules/bench.smk"
 include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/serve.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        serving_outputs(),

@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backends", nargs="+")
     p.set_defaults(func=cmd_bench_targets)
     add_report_commands(sub)
+    from inferbench.serve.cli import add_serve_commands
+
+    add_serve_commands(sub)
     return parser
 
 

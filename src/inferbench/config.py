@@ -239,6 +239,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
     baseline = config.get("report", {}).get("baseline")
     config.setdefault("report", {})["baseline"] = baseline if baseline in seen else None
     _check_targets(config)
+    from inferbench.serve.settings import check_scenarios
+
+    check_scenarios(config)
 
 
 def _check_targets(config: Mapping[str, Any]) -> None:
