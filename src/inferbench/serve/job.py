@@ -289,11 +289,14 @@ def _server(lg: Any, runner: Any, settings: Mapping[str, Any], log_dir: Path, ro
         })
 
     trials_run: list[float] = []
+    # A first guess: 80% of what back-to-back full batches sustain.
+    guess = 0.8 * rows / max(expected["full_batch_s"], 1e-6)
     found = search_max_qps(trial, float(qps["min"]), float(qps["max"]), int(qps["trials"]),
-                           float(qps["max_search_s"]), float(qps["rel_tolerance"]))
+                           float(qps["max_search_s"]), float(qps["rel_tolerance"]),
+                           start_qps=guess)
     return {"metric": "max_qps", "value": found.max_qps, "missed_qps": found.missed_qps,
             "verdict": found.verdict, "stop_reason": found.stop_reason,
             "latency_target_ms": target_ms, "latency_percentile": percentile,
-            "max_wait_ms": float(settings["max_wait_ms"]),
+            "max_wait_ms": float(settings["max_wait_ms"]), "first_guess_qps": guess,
             "trials": [dataclasses.asdict(t) for t in found.trials],
             "batching": runner.statistics()}

@@ -46,7 +46,10 @@ class SearchResult:
 
 def search_max_qps(trial: Trial, qps_min: float, qps_max: float, max_trials: int,
                    max_seconds: float, rel_tolerance: float = 0.1,
+                   start_qps: float | None = None,
                    clock: Callable[[], float] = time.monotonic) -> SearchResult:
+    """``start_qps``: a guess of the answer (e.g. from a timed batch) tried right after
+    the lowest QPS, which saves the doubling steps below it."""
     if not 0 < qps_min < qps_max:
         raise ValueError(f"need 0 < qps_min < qps_max, got {qps_min} and {qps_max}")
     start = clock()
@@ -69,6 +72,11 @@ def search_max_qps(trial: Trial, qps_min: float, qps_max: float, max_trials: int
                             f"cannot meet the latency target at the lowest QPS ({qps_min:g})")
     low, high = qps_min, None
     stop = ""
+    if start_qps is not None and qps_min < start_qps < qps_max and not budget_left():
+        if run(start_qps):
+            low = start_qps
+        else:
+            high = start_qps
     # exponential phase: double until a miss or the upper bound
     while high is None and not (stop := budget_left()):
         if low >= qps_max:

@@ -52,12 +52,8 @@ def check_scenarios(config: dict[str, Any]) -> None:
             f"allowed: lengths 1..{seq_len}")
     traffic = scenarios["traffic"]
     source = traffic_file(config)
-    if traffic["source"] == "sentences":
+    if source:
         key = "scenarios.traffic.file" if traffic.get("file") else "sentences"
-        if not source:
-            raise ConfigError(
-                "config key 'scenarios.traffic.file' is required when scenarios.traffic."
-                "source is 'sentences' and no top-level `sentences` file is set")
         if not Path(source).is_file():
             raise ConfigError(
                 f"config key '{key}': traffic file {source!r} does not exist; allowed: a "

@@ -151,6 +151,11 @@ def build_traffic(model_dir: Path, card: Mapping[str, Any], settings: Mapping[st
                             return_tensors="np")
         arrays = {name: np.asarray(encoded[name], dtype=np.int64) for name in names
                   if name in encoded}
+        if int(arrays["input_ids"].max()) >= int(card["vocab_size"]):
+            raise ValueError(
+                f"{label} produces token ids up to {int(arrays['input_ids'].max())}, beyond "
+                f"the model's vocabulary ({card['vocab_size']} tokens): use a tokenizer of "
+                "this model's vocabulary, or scenarios.traffic.source: synthetic")
         lengths = arrays["attention_mask"].sum(axis=1).astype(np.int64)
         origin = f"{text_file.name} through {label}"
     else:
@@ -164,6 +169,7 @@ def build_traffic(model_dir: Path, card: Mapping[str, Any], settings: Mapping[st
         arrays = {"input_ids": np.where(mask == 1, ids, int(card["pad_token_id"])),
                   "attention_mask": mask}
         why = ("" if settings["source"] == "synthetic" else
+               " (no traffic file)" if tokenizer is not None else
                " (the model has no tokenizer and scenarios.traffic.tokenizer is unset)")
         origin = (f"synthetic log-normal lengths, median {settings['median_tokens']}, "
                   f"sigma {settings['sigma']}, seed {seed}{why}")
