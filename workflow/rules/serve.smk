@@ -8,6 +8,8 @@ SERVE_PACKAGE = PACKAGE / "serve"
 SERVE_TRAFFIC = f"{RESULTS}/traffic/{MODEL}/seq{config['seq_len']}.npz"
 SERVE_REFERENCE = f"{RESULTS}/reference/{MODEL}/traffic_seq{config['seq_len']}.npz"
 SERVE_RESULT = f"{RESULTS}/serve/{{target}}/{{model}}/{{backend}}/{{scenario}}-{{padding}}"
+SERVE_TEXT = ib_serve.traffic_file(config) if ib_serve.enabled(config) else None
+SERVE_TRAFFIC_SETTINGS = json.dumps(ib_serve.traffic_settings(config), sort_keys=True)
 # The batch whose latency ranking the serving ranking is compared with.
 RANKING_BATCH = 16 if 16 in BATCHES else max(BATCHES)
 
@@ -74,14 +76,12 @@ def ranking_bench_results():
 rule serve_traffic:
     input:
         card=rules.prepare_model.output.card,
-        text=ib_serve.traffic_file(config) or [] if ib_serve.enabled(config) else [],
+        text=SERVE_TEXT or [],
     output:
         npz=SERVE_TRAFFIC,
         meta=SERVE_TRAFFIC.replace(".npz", ".json"),
     params:
-        settings=json.dumps(ib_serve.traffic_settings(config), sort_keys=True)
-        if ib_serve.enabled(config)
-        else "{}",
+        settings=SERVE_TRAFFIC_SETTINGS,
         model_dir=rules.prepare_model.output.model_dir,
         text=lambda wildcards, input: (
             f"--text {shlex.quote(str(input.text))}" if input.text else ""

@@ -64,18 +64,26 @@ def serving_rows(results: Iterable[Result], prices: Mapping[str, float]) -> pd.D
     return frame.sort_values(["target", "backend", "padding", "scenario"], ignore_index=True)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or bool(pd.isna(value))
+
+
+def _number(value: Any, spec: str) -> str:
+    return "–" if _missing(value) else format(value, spec)
+
+
 def _cell(row: Mapping[str, Any] | None, digits: int = 1) -> str:
     if row is None:
         return "–"
     if row["status"] not in MEASURED:
         return f"{row['status']}"
-    if row["scenario"] == "Server" and row["value"] is None:
-        return f"misses at {row['max_qps_missed']:g}"
     value = row["value"]
-    if value is None:
+    if row["scenario"] == "Server" and _missing(value):
+        return f"misses at {row['max_qps_missed']:g}"
+    if _missing(value):
         return "n/a"
     text = f"{value:.{digits}f}"
-    if row["scenario"] == "Server" and row["max_qps_missed"] is not None:
+    if row["scenario"] == "Server" and not _missing(row["max_qps_missed"]):
         text += f" (<{row['max_qps_missed']:.3g})"
     return text + (" ⚠" if row["status"] == "contended" else "")
 
@@ -97,10 +105,8 @@ def markdown_table(frame: pd.DataFrame, target_ms: float | None, percentile: flo
         mean_batch = batching.get("mean_batch")
         lines.append(
             f"| {target} | {backend} | {padding} | {_cell(by.get('SingleStream'), 2)} | "
-            f"{_cell(by.get('Offline'))} | {_cell(server)} | "
-            f"{'–' if cost is None else f'{cost:.3f}'} | "
-            f"{'–' if mean_batch is None else f'{mean_batch:.1f}'} | "
-            f"{'–' if efficiency is None else f'{efficiency:.0%}'} |")
+            f"{_cell(by.get('Offline'))} | {_cell(server)} | {_number(cost, '.3f')} | "
+            f"{_number(mean_batch, '.1f')} | {_number(efficiency, '.0%')} |")
         for row in group.to_dict("records"):
             if row["status"] not in MEASURED and row["reason"]:
                 notes.append(f"- {target} / {backend} / {padding} / {row['scenario']}: "
@@ -115,13 +121,17 @@ def batch_latency_ranking(bench: Iterable[Result], target: str, batch: int = 16
                           ) -> list[tuple[str, float]]:
     """(backend, latency p50 ms) at ``batch`` on ``target``, fastest first (the batch
     view's ranking the serving ranking is compared with)."""
-    rows = [(r.backend, r.view("latency").stats.p50) for r in bench
-            if r.target == target and r.batch_size == batch and r.status in MEASURED
-            and r.scenario == "batch" and r.view("latency").stats is not None]
-    return sorted(rows, key=lambda item: item[1])  # type: ignore[arg-type, return-value]
+    rows: list[tuple[str, float]] = []
+    for r in bench:
+        stats = r.view("latency").stats
+        if (r.target == target and r.batch_size == batch and r.status in MEASURED
+                and r.scenario == "batch" and stats is not None):
+            rows.append((r.backend, stats.p50))
+    return sorted(rows, key=lambda item: item[1])
 
 
-def findings(frame: pd.DataFrame, bench: Sequence[Result]) -> list[str]:
+def findings(frame: pd.DataFrame, bench: Sequence[Result], ranking_batch: int = 16
+             ) -> list[str]:
     """Statements computed from the serving rows."""
     lines: list[str] = []
     server = frame[(frame["scenario"] == "Server") & frame["status"].isin(MEASURED)]
@@ -150,17 +160,18 @@ def findings(frame: pd.DataFrame, bench: Sequence[Result]) -> list[str]:
                      + ("outside the search brackets." if separated else
                         "but the brackets overlap: within the search's resolution."))
         lines.append(text)
-        ranking = batch_latency_ranking(bench, str(target))
+        ranking = batch_latency_ranking(bench, str(target), ranking_batch)
         serving_order = list(best_by_backend["backend"])
         batch_order = [b for b, _ in ranking if b in serving_order]
         serving_common = [b for b in serving_order if b in batch_order]
         if len(batch_order) >= 2:
             if batch_order == serving_common:
                 lines.append(f"- **{target}**: the Server ranking ({' > '.join(serving_common)})"
-                             " matches the batch-16 latency ranking.")
+                             f" matches the batch-{ranking_batch} latency ranking.")
             else:
-                lines.append(f"- **{target}**: the Server ranking differs from the batch-16 "
-                             f"latency ranking: serving {' > '.join(serving_common)}; batch 16 "
+                lines.append(f"- **{target}**: the Server ranking differs from the "
+                             f"batch-{ranking_batch} latency ranking: serving "
+                             f"{' > '.join(serving_common)}; batch {ranking_batch} "
                              f"{' > '.join(batch_order)}.")
     lines.extend(_padding_gains(frame))
     return lines
@@ -281,7 +292,8 @@ def write_serving_report(result_paths: Sequence[Path], bench_paths: Sequence[Pat
     ]
     atomic_write_text(table, "\n".join(header) + markdown_table(frame, target_ms, percentile)
                       + "\n")
-    statements = findings(frame, bench) or ["- No serving row was measured."]
+    statements = (findings(frame, bench, int(context.get("ranking_batch") or 16))
+                  or ["- No serving row was measured."])
     atomic_write_text(findings_md, "# Serving findings\n\n" + "\n".join(statements) + "\n")
     plots_dir.mkdir(parents=True, exist_ok=True)
     plot_latency_vs_qps(results, target_ms, plots_dir / "serving_latency_vs_qps.png")

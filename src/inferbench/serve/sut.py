@@ -236,17 +236,20 @@ def loadgen_test_settings(lg: Any, scenario: str, settings: Mapping[str, Any], *
         test.server_target_latency_ns = int(float(settings["latency_target_ms"]) * 1e6)
         test.server_target_latency_percentile = float(settings["latency_percentile"])
         test.min_duration_ms = trial_ms
-        # LoadGen stops issuing here even when min_queries are not met yet
-        test.max_duration_ms = 2 * trial_ms
+        # LoadGen stops issuing here even when min_queries are not met yet; short, so
+        # that an overloaded trial's backlog drains quickly
+        test.max_duration_ms = int(1.5 * trial_ms)
     return test
 
 
 def run_loadgen(lg: Any, sut: ServingSut, count: int, test: Any, log_dir: Path) -> dict[str, Any]:
     """One LoadGen test; its logs land in ``log_dir``; returns the parsed detail log."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    output = lg.LogOutputSettings()
+    output.outdir = str(log_dir)
+    output.copy_summary_to_stdout = False
     log_settings = lg.LogSettings()
-    log_settings.log_output.outdir = str(log_dir)
-    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.log_output = output
     log_settings.enable_trace = False
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     # every request stays in memory: loading and unloading are no-ops

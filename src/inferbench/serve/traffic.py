@@ -88,8 +88,9 @@ class Traffic:
 
     def batch(self, indices: Sequence[int], length: int, rows: int | None = None
               ) -> dict[str, np.ndarray]:
-        """Inputs of the requests ``indices`` cut to ``length`` tokens, padded with
-        empty rows (mask 0, a copy of the first request's ids) up to ``rows``."""
+        """Inputs of the requests ``indices`` cut to ``length`` tokens, padded up to
+        ``rows`` with copies of the first request (a fully masked row can give NaN in
+        some attention kernels); callers drop the extra rows' outputs."""
         index = np.asarray(indices, dtype=np.int64)
         out = {name: np.ascontiguousarray(array[index, :length])
                for name, array in self.arrays.items()}
