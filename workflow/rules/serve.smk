@@ -27,6 +27,31 @@ def serving_results():
     )
 
 
+def _serving_files(folder):
+    """{(target, backend, file name): path} of the serving results in one target's folder."""
+    name = re.compile(
+        f"({'|'.join(ib_serve.SCENARIOS)})-({'|'.join(ib_serve.PADDINGS)})\\.json")
+    return {
+        (Path(folder).name, p.parts[-2], p.name): str(p)
+        for p in Path(folder).glob(f"{MODEL}/*/*.json")
+        if name.fullmatch(p.name)
+    }
+
+
+def foreign_serving_results():
+    """Serving results of other targets, merged without being rerun: those in
+    `include_results` folders (beside their bench rows, e.g. docs/results/h100), then
+    those copied into results/serve/<target>/, as foreign_results does for bench rows."""
+    found = {}
+    for folder in config["include_results"]:
+        if Path(folder).is_dir():
+            found.update(_serving_files(folder))
+    root = Path(RESULTS) / "serve"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        found.update(_serving_files(folder))
+    return sorted(path for key, path in found.items() if key[0] not in TARGETS)
+
+
 def serving_outputs():
     if not ib_serve.enabled(config):
         return []
@@ -64,13 +89,16 @@ def serve_settings(wildcards):
 
 
 def ranking_bench_results():
-    """Bench rows at RANKING_BATCH of the served backends (this run's targets)."""
-    return [
+    """Bench rows at RANKING_BATCH: the served backends' on this run's targets, and
+    those merged from other targets."""
+    own = [
         path
         for path in bench_results()
         if path.endswith(f"/bs{RANKING_BATCH}.json")
         and Path(path).parent.name in ib_serve.served_backends(config)
     ]
+    foreign = [p for p in foreign_results() if p.endswith(f"/bs{RANKING_BATCH}.json")]
+    return own + foreign
 
 
 rule serve_traffic:
@@ -149,7 +177,7 @@ rule serve:
 
 rule serve_report:
     input:
-        results=serving_results(),
+        results=serving_results() + foreign_serving_results(),
         bench=ranking_bench_results(),
         code=report_code("serve.report", "results"),
     output:
