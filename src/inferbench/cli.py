@@ -164,7 +164,8 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     context = {**json.loads(args.context), "card": read_json(Path(args.card))}
     aggregate([Path(p) for p in args.results], context, Path(args.csv), Path(args.table),
-              Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []])
+              Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []],
+              serving_csv=_path_or_none(args.serving))
 
 
 def cmd_upgrade_results(args: argparse.Namespace) -> None:
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True)
     p.add_argument("--plots-dir", required=True)
     p.add_argument("--accuracy", nargs="*", default=[], help="accuracy JSON files")
+    p.add_argument("--serving", help="serving.csv whose rows join the summary CSV")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("upgrade-results", help="rewrite older result files to this schema")

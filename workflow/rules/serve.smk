@@ -52,6 +52,10 @@ def foreign_serving_results():
     return sorted(path for key, path in found.items() if key[0] not in TARGETS)
 
 
+def serving_summary_csv():
+    return [rules.serve_report.output.csv] if ib_serve.enabled(config) else []
+
+
 def serving_outputs():
     if not ib_serve.enabled(config):
         return []
