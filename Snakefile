@@ -18,6 +18,7 @@ include: "workflow/rules/bench.smk"
 include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/serve_common.smk"
 include: "workflow/rules/serve.smk"
 
 

@@ -42,16 +42,17 @@ class SimulatedArrivals:
 
     def deliver_due(self) -> None:
         assert self.batcher is not None
-        while self.pending and self.pending[0] <= self.now:
-            self.pending.pop(0)
-            self.batcher._queue.append((self.now, f"request@{self.now:.4f}"))
+        due = [t for t in self.pending if t <= self.now]
+        self.pending = self.pending[len(due):]
+        if due:  # put() re-enters the batcher's lock, as LoadGen's thread would take it
+            self.batcher.put([f"request@{t:.6f}" for t in due])
 
     def wait(self, condition: threading.Condition, timeout: float | None) -> None:
         # advance to the batcher's deadline or the next arrival, whichever is first
         nxt = self.pending[0] if self.pending else None
+        assert self.batcher is not None
         if timeout is None and nxt is None:
-            assert self.batcher is not None
-            self.batcher._closed = True
+            self.batcher.close()
             return
         candidates = [t for t in (None if timeout is None else self.now + timeout, nxt)
                       if t is not None]
@@ -76,7 +77,7 @@ def test_batcher_bounds_batch_size_and_wait(max_batch: int, max_wait_ms: float,
         assert 1 <= len(batch.items) <= max_batch
         assert batch.oldest_wait_s <= max_wait_ms / 1e3 + 1e-12
         # a batch short of max_batch leaves only when its oldest request's wait is up
-        if len(batch.items) < max_batch and not batcher._closed:
+        if len(batch.items) < max_batch:
             assert batch.oldest_wait_s == pytest.approx(max_wait_ms / 1e3, abs=1e-9)
     # under a heavy load the batcher fills batches instead of waiting
     if rate * max_wait_ms / 1e3 > 4 * max_batch:
