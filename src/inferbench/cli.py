@@ -53,7 +53,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     export_onnx(Path(args.model_dir), read_json(Path(args.card)), Path(args.out),
                 opset=export["opset"], attn_implementation=export["attn_implementation"],
                 exporter=export["exporter"], check_inputs=load_inputs(Path(args.inputs)),
-                check_reference=reference)
+                check_reference=reference,
+                dynamic_sequence=bool(export.get("dynamic_sequence", False)))
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:

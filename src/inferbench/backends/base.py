@@ -141,6 +141,10 @@ class Backend(ABC):
         """Input shapes this backend takes (default: any batch and length)."""
         return ShapeSupport()
 
+    def loaded_shape_support(self) -> ShapeSupport:
+        """Input shapes once loaded: the artifact may fix more than the kind does."""
+        return self.shape_support(self.spec)
+
     # -- runtime ---------------------------------------------------------------
     def availability(self) -> Availability:
         return Availability.yes()

@@ -158,6 +158,15 @@ class OnnxRuntime(Backend):
 
         return tuned_variant(base, options.optimizer_tuning())
 
+    def loaded_shape_support(self) -> ShapeSupport:
+        support = super().loaded_shape_support()
+        length = self.session.get_inputs()[0].shape[1]
+        if support.lengths != "seq_len" and isinstance(length, int):
+            return ShapeSupport("seq_len", support.batches,
+                                f"runs an ONNX graph of fixed sequence length {length} "
+                                "(export.dynamic_sequence makes the axis dynamic)")
+        return support
+
     @property
     def provider(self) -> str:
         return PROVIDERS[self.spec.device]

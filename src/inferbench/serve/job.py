@@ -160,6 +160,11 @@ def _serve(result: Result, settings: Mapping[str, Any], paths: ServePaths) -> No
     backend.synchronize()
     load_s = time.perf_counter() - start
     result.details = backend.details()
+    support = backend.loaded_shape_support()
+    reason = unavailable_reason(padding, support, spec.kind, int(settings["seq_len"]))
+    if reason:
+        result.status, result.reason = "unavailable", reason
+        return
     batch_sizes = list(settings["batch_sizes"])
     rows = max_rows(int(settings["max_batch"]), support, batch_sizes)
     result.batch_size = rows
@@ -238,11 +243,13 @@ def _single_or_offline(lg: Any, runner: Any, settings: Mapping[str, Any], log_di
     summary = summary_view(detail)
     serving: dict[str, Any] = {"loadgen": summary, "batching": runner.statistics()}
     if scenario == "SingleStream":
-        # LoadGen's early-stopping estimate of p90 (the SingleStream metric), else
-        # the p90 of the run when early stopping gave none
-        early = detail.get("early_stopping_latency_ss")
+        # LoadGen's early-stopping estimate of p90 (the SingleStream metric); LoadGen
+        # logs 0 when the run was too short for one (under 64 queries): then the p90
+        # of the run, and the row says which
+        early = detail.get("early_stopping_latency_ss") or None
         p90 = detail.get("result_90.00_percentile_latency_ns")
         serving.update(metric="p90_ms", value=ns_to_ms(early if early is not None else p90),
+                       p90_source="early_stopping" if early is not None else "run",
                        p90_ms=ns_to_ms(p90), p90_early_stopping_ms=ns_to_ms(early),
                        p99_ms=ns_to_ms(detail.get("result_99.00_percentile_latency_ns")))
     else:

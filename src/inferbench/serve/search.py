@@ -72,7 +72,9 @@ def search_max_qps(trial: Trial, qps_min: float, qps_max: float, max_trials: int
                             f"cannot meet the latency target at the lowest QPS ({qps_min:g})")
     low, high = qps_min, None
     stop = ""
-    if start_qps is not None and qps_min < start_qps < qps_max and not budget_left():
+    if start_qps is not None:
+        start_qps = min(start_qps, qps_max)
+    if start_qps is not None and qps_min < start_qps and not budget_left():
         if run(start_qps):
             low = start_qps
         else:
