@@ -220,7 +220,8 @@ def plot_latency_vs_qps(results: Sequence[Result], target_ms: float | None, path
     for ax, target in zip(axes[0], targets, strict=True):
         for r in sorted((r for r in server if r.target == target),
                         key=lambda r: (r.backend, r.padding)):
-            trials = sorted(((t["target_qps"], t["latency_ms"]) for t in r.serving["trials"]
+            trials = sorted(((t["target_qps"], t["latency_ms"])
+                             for t in (r.serving or {}).get("trials", [])
                              if t.get("latency_ms") is not None), key=lambda t: t[0])
             if trials:
                 xs, ys = zip(*trials, strict=True)

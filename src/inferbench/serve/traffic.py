@@ -201,7 +201,7 @@ def compute_traffic_reference(model_dir: Path, card: Mapping[str, Any], traffic_
     outputs: list[np.ndarray | None] = [None] * traffic.count
     with torch.inference_mode():
         for length in np.unique(traffic.lengths):
-            indices = np.flatnonzero(traffic.lengths == length)
+            indices = [int(i) for i in np.flatnonzero(traffic.lengths == length)]
             arrays = traffic.batch(indices, int(length))
             tensors = [torch.from_numpy(a) for a in ordered_inputs(arrays, card["input_names"])]
             result = wrapper(*tensors).float().numpy()
