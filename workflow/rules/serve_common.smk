@@ -96,8 +96,8 @@ def ranking_bench_results():
     own = [
         path
         for path in bench_results()
-        if path.endswith(f"/bs{RANKING_BATCH}.json")
+        if Path(path).name == f"bs{RANKING_BATCH}.json"
         and Path(path).parent.name in ib_serve.served_backends(config)
     ]
-    foreign = [p for p in foreign_results() if p.endswith(f"/bs{RANKING_BATCH}.json")]
+    foreign = [p for p in foreign_results() if Path(p).name == f"bs{RANKING_BATCH}.json"]
     return own + foreign
