@@ -407,3 +407,43 @@ def test_default_and_thorough_serving_configs_are_valid() -> None:
     config = validate_config(merged)
     assert len(served_backends(config)) == len(config["backends"])
     assert config["scenarios"]["padding"] == ["pad_max", "dynamic", "buckets"]
+
+
+@pytest.mark.parametrize("dynamic_sequence", [False, True])
+def test_onnx_runtime_takes_varying_lengths_only_from_a_dynamic_sequence_export(
+        dynamic_sequence: bool, tiny_model: dict, tmp_path: Path) -> None:
+    from inferbench.backends.base import Artifacts
+    from inferbench.prepare.model import load_inputs
+    from inferbench.prepare.onnx import export_onnx, optimize_onnx
+    from inferbench.serve.traffic import compute_traffic_reference
+
+    root, card = tiny_model["root"], tiny_model["card"]
+    with np.load(root / "reference.npz") as ref:
+        reference = ref["output"]
+    plain = tmp_path / "plain.onnx"
+    export_onnx(root / "hf", card, plain, opset=17, attn_implementation="eager",
+                exporter="torchscript", check_inputs=load_inputs(root / "inputs.npz"),
+                check_reference=reference, dynamic_sequence=dynamic_sequence)
+    fused = tmp_path / "fused.onnx"
+    optimize_onnx(plain, fused, card, opt_level=1, float16=False)
+    settings = {"source": "synthetic", "samples": 12, "median_tokens": 6, "sigma": 0.6,
+                "seq_len": 16, "seed": 1}
+    traffic = build_traffic(root / "hf", card, settings, None, tmp_path / "traffic.npz")
+    expected = compute_traffic_reference(root / "hf", card, tmp_path / "traffic.npz",
+                                         tmp_path / "reference.npz", 1)
+    for graph, path in (("plain", plain), ("fused", fused)):
+        cls = registry.get("ort")
+        backend = cls(BackendSpec("ort", "ort", "cpu", "fp32", {"graph": graph}), 1)
+        backend.load(Artifacts(model_dir=root / "hf", card=card, onnx=path))
+        support = backend.loaded_shape_support()
+        if not dynamic_sequence:
+            assert support.lengths == "seq_len"
+            assert "fixed sequence length 16" in unavailable_reason("dynamic", support, "ort", 16)
+            continue
+        assert support.lengths == "any"
+        indices = [int(i) for i in np.argsort(traffic.lengths)[:4]]
+        length = padded_length("dynamic", [int(traffic.lengths[i]) for i in indices], 16)
+        assert length < 16
+        output = backend.to_host(backend.run(backend.prepare_inputs(
+            traffic.batch(indices, length))))
+        np.testing.assert_allclose(output, expected[indices], atol=1e-4)
