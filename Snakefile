@@ -19,8 +19,11 @@ include: "workflow/rules/accuracy.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/serve_common.smk"
+include: "workflow/rules/serve.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        serving_outputs(),

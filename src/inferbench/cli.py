@@ -53,7 +53,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     export_onnx(Path(args.model_dir), read_json(Path(args.card)), Path(args.out),
                 opset=export["opset"], attn_implementation=export["attn_implementation"],
                 exporter=export["exporter"], check_inputs=load_inputs(Path(args.inputs)),
-                check_reference=reference)
+                check_reference=reference,
+                dynamic_sequence=bool(export.get("dynamic_sequence", False)))
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
@@ -191,7 +192,8 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     context = {**json.loads(args.context), "card": read_json(Path(args.card))}
     aggregate([Path(p) for p in args.results], context, Path(args.csv), Path(args.table),
-              Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []])
+              Path(args.plots_dir), accuracy_paths=[Path(p) for p in args.accuracy or []],
+              serving_csv=_path_or_none(args.serving))
 
 
 def cmd_upgrade_results(args: argparse.Namespace) -> None:
@@ -507,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True)
     p.add_argument("--plots-dir", required=True)
     p.add_argument("--accuracy", nargs="*", default=[], help="accuracy JSON files")
+    p.add_argument("--serving", help="serving.csv whose rows join the summary CSV")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("upgrade-results", help="rewrite older result files to this schema")
@@ -527,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_targets)
     add_report_commands(sub)
     add_compare_commands(sub)
+    from inferbench.serve.cli import add_serve_commands
+
+    add_serve_commands(sub)
     return parser
 
 

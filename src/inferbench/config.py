@@ -245,6 +245,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
             f"config key 'compare.baseline': {baseline_run!r} is not a folder; allowed: the "
             "results folder of an earlier run (e.g. results-before/bench/local) or a "
             "committed one (e.g. docs/results/h100), relative to the working directory")
+    from inferbench.serve.settings import check_scenarios
+
+    check_scenarios(config)
 
 
 def _check_targets(config: Mapping[str, Any]) -> None:

@@ -159,6 +159,10 @@ class Result:
     started_at: str = ""
     finished_at: str = ""
     traceback: str | None = None
+    # Serving scenarios (scenario SingleStream / Offline / Server; inferbench.serve):
+    # the padding strategy, and the LoadGen settings, summary and metric of the row.
+    padding: str = ""
+    serving: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def view(self, name: str) -> View:

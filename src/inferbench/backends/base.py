@@ -56,6 +56,22 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
+class ShapeSupport:
+    """Which input shapes a backend takes; serving pads requests to them.
+
+    ``lengths``: "any" (dynamic shapes), "few" (any, but specialised once per shape,
+    e.g. one CUDA-graph capture each, so only a few fixed lengths are practical) or
+    "seq_len" (only the length its build or binding fixed). ``batches``: "any",
+    "built" (the batch sizes it was built for; a batch is padded to the next one) or
+    "largest" (one bound batch shape). ``why`` says what fixes the shapes.
+    """
+
+    lengths: str = "any"
+    batches: str = "any"
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """For backends without options."""
 
@@ -119,6 +135,15 @@ class Backend(ABC):
     def onnx_variant(cls, spec: BackendSpec) -> str | None:
         """Which ONNX file this backend reads (see inferbench.prepare.onnx.VARIANTS)."""
         return None
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        """Input shapes this backend takes (default: any batch and length)."""
+        return ShapeSupport()
+
+    def loaded_shape_support(self) -> ShapeSupport:
+        """Input shapes once loaded: the artifact may fix more than the kind does."""
+        return self.shape_support(self.spec)
 
     # -- runtime ---------------------------------------------------------------
     def availability(self) -> Availability:

@@ -14,7 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
+from inferbench.backends.base import (
+    Artifacts,
+    Availability,
+    Backend,
+    DeviceTimer,
+    ShapeSupport,
+)
 from inferbench.backends.registry import register
 from inferbench.spec import BackendSpec, ConfigError
 
@@ -137,6 +143,13 @@ class OnnxRuntime(Backend):
                               "device 'cuda'")
 
     @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        if cls.parse_options(spec).cuda_graph:
+            return ShapeSupport("seq_len", "largest", "ONNX Runtime's CUDA graph replays the one "
+                                "shape bound first")
+        return ShapeSupport()
+
+    @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str:
         options = cls.parse_options(spec)
         graph = options.graph
@@ -144,6 +157,15 @@ class OnnxRuntime(Backend):
         from inferbench.prepare.onnx import tuned_variant
 
         return tuned_variant(base, options.optimizer_tuning())
+
+    def loaded_shape_support(self) -> ShapeSupport:
+        support = super().loaded_shape_support()
+        length = self.session.get_inputs()[0].shape[1]
+        if support.lengths != "seq_len" and isinstance(length, int):
+            return ShapeSupport("seq_len", support.batches,
+                                f"runs an ONNX graph of fixed sequence length {length} "
+                                "(export.dynamic_sequence makes the axis dynamic)")
+        return support
 
     @property
     def provider(self) -> str:
@@ -198,6 +220,7 @@ class OnnxRuntime(Backend):
         check_session_provider(self.session, self.provider)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.binding: Any = None
+        self.bound_shape: tuple[int, ...] = ()
 
     def _bind(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Allocate device buffers once; CUDA graph replay needs fixed addresses."""
@@ -229,8 +252,12 @@ class OnnxRuntime(Backend):
     def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
         if self.spec.device == "cpu" or not self.options.io_binding:
             return {name: inputs[name] for name in self.input_names}
-        if self.binding is None:
+        shape = next(iter(inputs.values())).shape
+        if self.binding is None or (not self.options.cuda_graph
+                                    and shape != self.bound_shape):
+            # Serving sends batches of varying shapes; a CUDA graph keeps its first one.
             self._bind(inputs)
+            self.bound_shape = shape
         with self.torch.cuda.stream(self.stream):
             for name, tensor in self.device_inputs.items():
                 tensor.copy_(self.torch.from_numpy(inputs[name]), non_blocking=False)

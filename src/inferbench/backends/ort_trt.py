@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts, Availability
+from inferbench.backends.base import Artifacts, Availability, ShapeSupport
 from inferbench.backends.ort import OPT_LEVELS, OnnxRuntime, check_session_provider, session_options
 from inferbench.backends.registry import register
 from inferbench.backends.trt import batch_profile, synthetic_batches
@@ -236,6 +236,12 @@ class OrtTensorRT(OnnxRuntime):
         options = cls.parse_options(spec)
         if options.cuda_graph and not options.io_binding:
             raise ConfigError("cuda_graph needs io_binding (ONNX Runtime replays bound buffers)")
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        if cls.parse_options(spec).cuda_graph:
+            return ShapeSupport("seq_len", "largest", "CUDA graph replays one bound shape")
+        return ShapeSupport("seq_len", "built", "TensorRT profiles fix seq_len (batch range only)")
 
     @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str:

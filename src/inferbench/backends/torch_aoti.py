@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts
+from inferbench.backends.base import Artifacts, ShapeSupport
 from inferbench.backends.registry import register
 from inferbench.backends.torch_cuda_graph import GraphReplay
 from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
@@ -118,6 +118,11 @@ class TorchAoti(GraphReplay, TorchEager):
     precisions = frozenset({"fp32", "fp16", "bf16"})
     Options = AotiOptions
     needs = frozenset({"build"})
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        return ShapeSupport("seq_len", "built", "package exported at seq_len (only the batch "
+                            "dimension is dynamic)")
 
     @classmethod
     def check_spec(cls, spec: BackendSpec) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts, Unsupported
+from inferbench.backends.base import Artifacts, ShapeSupport, Unsupported
 from inferbench.backends.registry import register
 from inferbench.backends.torch_eager import DTYPES, TorchEager, check_attn_implementation
 from inferbench.spec import BackendSpec, ConfigError
@@ -84,6 +84,11 @@ class TorchCompile(TorchEager):
     precisions = frozenset({"fp32", "fp16", "bf16"})
     Options = CompileOptions
     needs = frozenset({"build"})
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        return ShapeSupport("seq_len", "built", "compiled with static shapes at seq_len for "
+                            "its batch sizes (another shape recompiles)")
 
     @classmethod
     def check_spec(cls, spec: BackendSpec) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts
+from inferbench.backends.base import Artifacts, ShapeSupport
 from inferbench.backends.registry import register
 from inferbench.backends.torch_eager import TorchEager, check_attn_implementation
+from inferbench.spec import BackendSpec
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class TorchCudaGraph(GraphReplay, TorchEager):
     devices = frozenset({"cuda"})
     precisions = frozenset({"fp32", "fp16", "bf16"})
     Options = CudaGraphOptions
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        return ShapeSupport("few", "built", "captures one CUDA graph per input shape")
 
     def load(self, artifacts: Artifacts) -> None:
         super().load(artifacts)

@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.backends.base import Artifacts, Availability, Backend, DeviceTimer
+from inferbench.backends.base import (
+    Artifacts,
+    Availability,
+    Backend,
+    DeviceTimer,
+    ShapeSupport,
+)
 from inferbench.backends.registry import register
 from inferbench.spec import BackendSpec
 
@@ -167,6 +173,10 @@ class TensorRT(Backend):
     Options = TrtOptions
     needs = frozenset({"onnx", "build"})
     memory_owner = "nvml"
+
+    @classmethod
+    def shape_support(cls, spec: BackendSpec) -> ShapeSupport:
+        return ShapeSupport("seq_len", "built", "engine profiles fix seq_len (batch range only)")
 
     @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str:

@@ -124,8 +124,10 @@ def load_verified(onnx_path: Path) -> dict[str, Any]:
 
 def export_onnx(model_dir: Path, card: Mapping[str, Any], out_path: Path, opset: int,
                 attn_implementation: str, exporter: str, check_inputs: Mapping[str, np.ndarray],
-                check_reference: np.ndarray, tolerance: float = 1e-3) -> dict[str, Any]:
-    """Export the output wrapper with a dynamic batch axis, check it, compare it."""
+                check_reference: np.ndarray, tolerance: float = 1e-3,
+                dynamic_sequence: bool = False) -> dict[str, Any]:
+    """Export the output wrapper with a dynamic batch axis (and sequence axis, when
+    ``dynamic_sequence``: serving pads batches to varying lengths), check it, compare it."""
     import onnx
     import torch
 
@@ -138,14 +140,19 @@ def export_onnx(model_dir: Path, card: Mapping[str, Any], out_path: Path, opset:
         try:
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=4096)
+                dims: dict[int, Any] = {0: batch}
+                if dynamic_sequence:
+                    dims[1] = torch.export.Dim("sequence", min=2,
+                                               max=int(card["max_position_embeddings"]))
                 torch.onnx.export(wrapper, sample, str(tmp), input_names=names,
                                   output_names=["output"], opset_version=opset, dynamo=True,
                                   external_data=False,
-                                  dynamic_shapes={n: {0: batch} for n in names})
+                                  dynamic_shapes={n: dims for n in names})
             else:
+                axes = {0: "batch", 1: "sequence"} if dynamic_sequence else {0: "batch"}
                 torch.onnx.export(wrapper, sample, str(tmp), input_names=names,
                                   output_names=["output"], opset_version=opset, dynamo=False,
-                                  dynamic_axes={**{n: {0: "batch"} for n in names},
+                                  dynamic_axes={**{n: axes for n in names},
                                                 "output": {0: "batch"}})
         except Exception as exc:
             raise ExportError(
@@ -158,6 +165,7 @@ def export_onnx(model_dir: Path, card: Mapping[str, Any], out_path: Path, opset:
                               f"max |diff| {max_abs:.3g} > {tolerance}")
     return _write_manifest(out_path, {
         "variant": "plain", "exporter": exporter, "attn_implementation": attn_implementation,
+        "dynamic_sequence": dynamic_sequence,
         "requested_opset": opset, "reference_max_abs": max_abs})
 
 

@@ -378,15 +378,21 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
 
 def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Path,
               table_path: Path, plots_dir: Path,
-              accuracy_paths: list[Path] | None = None) -> pd.DataFrame:
+              accuracy_paths: list[Path] | None = None,
+              serving_csv: Path | None = None) -> pd.DataFrame:
     results = load_results(result_paths)
     records = [r.to_dict() for r in results]
     frame = add_speedup(to_frame(results), records, context.get("baseline"))
     frame = add_fingerprint_check(frame, context.get("expect"))
     accuracy = [json.loads(Path(p).read_text()) for p in accuracy_paths or []]
     frame = add_report_columns(frame, context, accuracy)
+    rows = frame
+    if serving_csv is not None:
+        # serving-scenario rows (inferbench.serve.report) join the CSV with their own
+        # columns; scenario tells them from the batch rows
+        rows = pd.concat([frame, pd.read_csv(serving_csv)], ignore_index=True)
     with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
+        rows.to_csv(tmp, index=False)
     atomic_write_text(table_path, header(context, frame, records) + "\n"
                       + markdown_table(frame) + "\n" + report_sections(frame, context, accuracy))
     plot(frame, plots_dir)

@@ -1,0 +1,101 @@
+"""Serving scenarios through the real workflow: LoadGen runs SingleStream, Offline and
+Server end to end on the tiny model, each a job of its own with its LoadGen logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import job_counts, run_snakemake, tiny_config_dict, write_config
+
+pytestmark = pytest.mark.workflow
+
+BACKENDS = ["torch-eager", "ort-cpu"]
+SCENARIOS = ["SingleStream", "Offline", "Server"]
+PADDINGS = ["pad_max", "dynamic"]
+
+
+def serving_config(target_ms: float = 1000.0) -> dict:
+    config = tiny_config_dict()
+    config["backends"] = [b for b in config["backends"] if b["name"] in BACKENDS]
+    # ONNX Runtime takes dynamic lengths only from a graph with a dynamic sequence axis
+    config["export"] = {"dynamic_sequence": True}
+    config["scenarios"] = {
+        "run": SCENARIOS, "backends": BACKENDS, "latency_target_ms": target_ms,
+        "duration_s": 0.3, "min_queries": 8, "max_batch": 4, "max_wait_ms": 2,
+        "qps": {"min": 5, "max": 80, "trials": 2, "trial_s": 0.3, "max_search_s": 10},
+        "padding": PADDINGS,
+        "traffic": {"source": "synthetic", "samples": 32, "median_tokens": 6, "sigma": 0.5},
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    workdir = tmp_path_factory.mktemp("serving")
+    configfile = write_config(workdir / "config.yaml", serving_config())
+    run_snakemake(workdir, configfile, "--cores", "2", str(workdir / "results" /
+                                                             "serving_table.md"))
+    return workdir, configfile
+
+
+def test_each_scenario_runs_through_loadgen(served: tuple[Path, Path]) -> None:
+    workdir, _ = served
+    root = workdir / "results" / "serve" / "local" / "tiny-distilbert"
+    for backend in BACKENDS:
+        for scenario in SCENARIOS:
+            for padding in PADDINGS:
+                path = root / backend / f"{scenario}-{padding}.json"
+                result = json.loads(path.read_text())
+                assert result["status"] == "ok", (path, result["reason"], result["traceback"])
+                assert result["scenario"] == scenario and result["padding"] == padding
+                serving = result["serving"]
+                loadgen = (serving["trials"][0]["details"]["loadgen"] if scenario == "Server"
+                           else serving["loadgen"])
+                assert loadgen["loadgen_version"] and loadgen["effective_scenario"] == scenario
+                assert result["parity"]["ok"] and result["parity"]["requests_compared"] > 0
+                logs = path.with_suffix(".loadgen")
+                if scenario == "Server":
+                    assert serving["trials"] and 1 <= len(serving["trials"]) <= 2
+                    first = logs / serving["trials"][0]["details"]["log_dir"]
+                    assert (first / "mlperf_log_summary.txt").is_file()
+                    assert serving["value"] is not None or "cannot meet" in serving["verdict"]
+                else:
+                    assert (logs / "mlperf_log_detail.txt").is_file()
+                    assert serving["value"] > 0
+                batching = serving["batching"]
+                assert batching["requests"] > 0
+                # pad_max computes seq_len tokens per request; dynamic pads less
+                if padding == "pad_max":
+                    assert set(batching["shapes"]) <= {f"{r}x16" for r in range(1, 5)}
+    table = (workdir / "results" / "serving_table.md").read_text()
+    for backend in BACKENDS:
+        for padding in PADDINGS:
+            assert f"| local | {backend} | {padding} |" in table
+    assert "synthetic log-normal lengths" in table
+    csv = (workdir / "results" / "serving.csv").read_text()
+    assert csv.count("\n") == 1 + len(BACKENDS) * len(SCENARIOS) * len(PADDINGS)
+    for plot in ("serving_latency_vs_qps.png", "serving_max_qps.png"):
+        assert (workdir / "results" / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "Server ranking" in (workdir / "results" / "serving_observations.md").read_text()
+
+
+def test_a_missed_target_reruns_only_server_jobs_and_is_not_zero(
+        served: tuple[Path, Path]) -> None:
+    workdir, _ = served
+    configfile = write_config(workdir / "strict.yaml", serving_config(target_ms=0.001))
+    dry = run_snakemake(workdir, configfile, "-n", "--cores", "2",
+                        str(workdir / "results" / "serving_table.md"))
+    assert job_counts(dry.stdout + dry.stderr) == {
+        "serve": len(BACKENDS) * len(PADDINGS), "serve_report": 1}
+    run_snakemake(workdir, configfile, "--cores", "2",
+                  str(workdir / "results" / "serving_table.md"))
+    result = json.loads((workdir / "results" / "serve" / "local" / "tiny-distilbert" /
+                         "ort-cpu" / "Server-dynamic.json").read_text())
+    assert result["serving"]["value"] is None and result["serving"]["missed_qps"] == 5
+    assert "cannot meet the latency target at the lowest QPS (5)" in result["serving"]["verdict"]
+    table = (workdir / "results" / "serving_table.md").read_text()
+    assert "misses at 5" in table
+    assert "cannot meet the latency target even at the lowest QPS" in (
+        workdir / "results" / "serving_observations.md").read_text()
