@@ -53,6 +53,10 @@ class Artifacts:
     onnx: Path | None = None
     build: Path | None = None  # folder of a backend-specific build (engine, package, cache)
     build_manifest: Mapping[str, Any] = field(default_factory=dict)
+    # The workflow's inputs a static INT8 build calibrates on (see calibrated()), and
+    # the `calibration:` settings; only builds of calibrated backends get them.
+    calibration: Path | None = None
+    calibration_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ class Backend(ABC):
     def onnx_variant(cls, spec: BackendSpec) -> str | None:
         """Which ONNX file this backend reads (see inferbench.prepare.onnx.VARIANTS)."""
         return None
+
+    @classmethod
+    def calibrated(cls, spec: BackendSpec) -> bool:
+        """Whether this row's build calibrates on the workflow's inputs (static INT8):
+        its build rule then reads the calibration inputs and the `calibration:` settings."""
+        return False
 
     # -- runtime ---------------------------------------------------------------
     def availability(self) -> Availability:
