@@ -17,7 +17,13 @@ from helpers import job_counts, run_snakemake, tiny_config_dict, write_config
 
 from inferbench import isa
 from inferbench.backends import registry
-from inferbench.config import BackendSpec, ConfigError, build_settings, job_settings, validate_config
+from inferbench.config import (
+    BackendSpec,
+    ConfigError,
+    build_settings,
+    job_settings,
+    validate_config,
+)
 from inferbench.measure.harness import JobPaths
 from inferbench.measure.harness import run_in_process as run_job
 from inferbench.prepare.model import build_inputs, load_inputs
@@ -111,8 +117,8 @@ def test_summary_names_the_instruction_sets_per_target(tmp_path: Path) -> None:
     rows[1]["fingerprint"].update(isa.fingerprint_fields(isa.parse_cpuinfo(AVX2_ONLY)))
     frame = to_frame(load_results(write_results(tmp_path, rows)))
     text = header({"seq_len": 16, "threads": 1}, frame)
-    assert "target `local`: CPU Test CPU (AVX2, AVX-512F, AVX-512BW, AVX-512VL, " \
-           "AVX-512 VNNI, AVX512_BF16)" in text
+    assert ("target `local`: CPU Test CPU (AVX2,AVX-512F,AVX-512BW,AVX-512VL,AVX-512 VNNI,"
+            "AVX512_BF16)") in text
     assert "target `other`: CPU Test CPU (AVX2)" in text
 
 

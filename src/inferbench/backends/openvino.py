@@ -72,10 +72,12 @@ def runtime_precisions(compiled: Any) -> dict[str, int]:
     """Operations of the compiled (executable) graph per runtime precision."""
     counts: Counter[str] = Counter()
     for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if "runtimePrecision" in info:
-            value = info["runtimePrecision"]
-            counts[str(getattr(value, "astype", lambda _: value)(str)).lower()] += 1
+        try:
+            value = op.get_rt_info()["runtimePrecision"]
+        except (KeyError, IndexError, RuntimeError):
+            continue
+        text = value.astype(str) if hasattr(value, "astype") else value
+        counts[str(text).lower()] += 1
     return dict(sorted(counts.items()))
 
 
@@ -178,9 +180,9 @@ class OpenVino(Backend):
         names = [port.get_any_name() for port in model.inputs]
         # One sequence per item: NNCF's statistics assume batch 1.
         items = calibration_batches(artifacts.calibration, 1, names)
-        advanced = nncf.AdvancedQuantizationParameters(
-            smooth_quant_alphas=None if self.options.smooth_quant
-            else nncf.AdvancedSmoothQuantParameters(matmul=-1))
+        # SmoothQuant is part of the transformer preset; alpha -1 turns it off.
+        advanced = None if self.options.smooth_quant else nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
         preset = (nncf.QuantizationPreset.MIXED if self.options.preset == "mixed"
                   else nncf.QuantizationPreset.PERFORMANCE)
         quantized = nncf.quantize(model, nncf.Dataset(items), preset=preset,

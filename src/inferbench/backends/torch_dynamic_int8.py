@@ -17,7 +17,11 @@ from typing import Any
 from inferbench.backends import _torchao
 from inferbench.backends.base import Artifacts, Availability
 from inferbench.backends.registry import register
-from inferbench.backends.torch_eager import TorchEager, check_attn_implementation, torch_availability
+from inferbench.backends.torch_eager import (
+    TorchEager,
+    check_attn_implementation,
+    torch_availability,
+)
 
 
 @dataclass(frozen=True)

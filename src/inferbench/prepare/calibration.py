@@ -130,7 +130,9 @@ def quantize_static_onnx(in_path: Path, out_path: Path, calibration_npz: Path,
         "calibration": {**cal, "inputs": calibration_npz.name},
         "source_sha256": source["sha256"], "fusions": source.get("fusions", {})}
     try:
-        names = [i.name for i in onnx.load(str(in_path), load_external_data=False).graph.input]
+        graph_proto = onnx.load(str(in_path), load_external_data=False).graph
+        weights = {init.name for init in graph_proto.initializer}
+        names = [i.name for i in graph_proto.input if i.name not in weights]
         batches = calibration_batches(calibration_npz, int(cal["batch_size"]), names)
         facts["calibration"]["batches"] = len(batches)
         facts["calibration"]["sequences"] = int(sum(len(b[names[0]]) for b in batches))
