@@ -456,6 +456,12 @@ def test_torchao_pt2e_static_int8_builds_runs_and_keeps_parity(frontier: dict[st
     config = validate_config(raw)
     local = {**frontier, "config": config}
     result = _run(local, "pt2e", tmp_path)
+    if result["status"] == "unavailable":
+        # torchao 0.17.0 (the pin the GPU machine shares) on torch 2.13: its convert_pt2e
+        # names an overload torch removed; the row says so instead of failing
+        assert "PT2E passes do not run on torch" in result["reason"], result["reason"]
+        assert "has no overload name" in result["reason"]
+        return
     assert result["status"] == "ok", result.get("reason")
     assert result["build"]["quantize_ops"] > 0
     assert result["build"]["reduce_range"] == (not isa.detect().int8_dot_product)

@@ -22,13 +22,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferbench.backends.base import Artifacts, Availability
+from inferbench.backends.base import Artifacts, Availability, Unsupported
 from inferbench.backends.registry import register
 from inferbench.backends.torch_compile import CompileOptions, TorchCompile
 from inferbench.backends.torch_dynamic_int8 import cpu_torchao_availability
 from inferbench.spec import BackendSpec, ConfigError
 
 CALIBRATION_FILE = "calibration.npz"
+
+
+def incompatibility(exc: BaseException) -> str | None:
+    """Why the PT2E passes of this torchao cannot run on this torch (None when ``exc``
+    is another failure). Seen: torchao 0.17.0's convert_pt2e names the overload
+    ``aten.transpose.Dimname``, which torch 2.13 no longer has (torchao 0.18.0 does not
+    name it)."""
+    import torch
+
+    from inferbench.backends import _torchao
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, AttributeError) and "has no overload name" in str(current):
+            return (f"torchao {_torchao.torchao_version()}'s PT2E passes do not run on torch "
+                    f"{torch.__version__}: {current}")
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -95,15 +115,22 @@ class TorchaoPt2eInt8(TorchCompile):
         batch = torch.export.Dim("batch", min=1, max=4096)
         exported = torch.export.export(
             module, tuple(batches[0]),
-            dynamic_shapes=tuple({0: batch} for _ in self.input_names)).module()
+            # forward(*args): one entry, the tuple of the inputs' shapes
+            dynamic_shapes=(tuple({0: batch} for _ in self.input_names),)).module()
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(
             reduce_range=self.reduce_range()))
-        prepared = prepare_pt2e(exported, quantizer)
-        with torch.no_grad():
-            for tensors in batches:
-                prepared(*tensors)
-        converted = convert_pt2e(prepared)
+        try:
+            prepared = prepare_pt2e(exported, quantizer)
+            with torch.no_grad():
+                for tensors in batches:
+                    prepared(*tensors)
+            converted = convert_pt2e(prepared)
+        except Exception as exc:
+            reason = incompatibility(exc)
+            if reason is None:
+                raise
+            raise Unsupported(reason) from exc
         move_exported_model_to_eval(converted)
         self.calibration_batches = len(batches)
         self.quantize_ops = sum(1 for node in converted.graph.nodes
