@@ -225,10 +225,10 @@ def test_static_variants_and_calibration_settings() -> None:
     assert build_settings(config, "ov")["calibration"]["samples"] == 32
     assert "calibration" not in build_settings(config, "ov32")  # FP32 builds never rerun
     raw["calibration"] = {"samples": 0}
-    with pytest.raises(ConfigError, match="calibration.samples"):
+    with pytest.raises(ConfigError, match=r"calibration\.samples"):
         validate_config(raw)
     raw["calibration"] = {"method": "kl"}
-    with pytest.raises(ConfigError, match="calibration.method"):
+    with pytest.raises(ConfigError, match=r"calibration\.method"):
         validate_config(raw)
 
 

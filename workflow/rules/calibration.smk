@@ -4,21 +4,6 @@
 # models and what reads them, nothing else.
 
 
-def calibration_npz():
-    return rules.make_inputs.output.npz.format(
-        model=MODEL, batch=ib_config.calibration_samples(config)
-    )
-
-
-def calibrated(name):
-    """Whether a backend's build calibrates (OpenVINO INT8, torchao PT2E)."""
-    return backend_class(name).calibrated(BACKENDS[name])
-
-
-def build_calibration(wildcards):
-    return {"calibration": calibration_npz()} if calibrated(wildcards.backend) else {}
-
-
 # ONNX Runtime static INT8 of the plain or fused graph: QDQ or QOperator format, U8 or
 # S8 activations, per-channel INT8 weights. A failing quantizer leaves an error
 # manifest (and an empty model) so its rows are error rows with the quantizer's message.

@@ -79,7 +79,7 @@ def calibration_reader(batches: list[dict[str, np.ndarray]]) -> Any:
     the Entropy and Percentile calibrators read the data twice)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._iter: Iterator[dict[str, np.ndarray]] = iter(batches)
 
