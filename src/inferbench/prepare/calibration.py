@@ -36,6 +36,11 @@ ACTIVATIONS = ("u8", "s8")
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 STATIC_GRAPHS = ("plain", "fused")
 DEFAULT_CALIBRATION = {"samples": 32, "batch_size": 8, "method": "minmax"}
+# Only the GEMMs: quantizing every op (ONNX Runtime's default) also quantizes the
+# attention-mask additions, whose range spans the mask's float-min constant, and the
+# embedding Gathers: on the real MiniLM (seq 32) that left a worst-row embedding cosine
+# of 0.17 against FP32; with the GEMMs only it is 0.94, as with dynamic INT8.
+STATIC_OP_TYPES = ("MatMul", "Gemm")
 
 
 def static_variant(graph: str, quant_format: str, activations: str) -> str:
@@ -125,7 +130,7 @@ def quantize_static_onnx(in_path: Path, out_path: Path, calibration_npz: Path,
     cal = calibration_settings(settings)
     facts: dict[str, Any] = {
         "quantization": "static", "format": quant_format, "weight_type": "QInt8",
-        "per_channel": True,
+        "per_channel": True, "op_types": list(STATIC_OP_TYPES),
         "activation_type": {"u8": "QUInt8", "s8": "QInt8"}[activations],
         "calibration": {**cal, "inputs": calibration_npz.name},
         "source_sha256": source["sha256"], "fusions": source.get("fusions", {})}
@@ -143,6 +148,7 @@ def quantize_static_onnx(in_path: Path, out_path: Path, calibration_npz: Path,
                 per_channel=True, weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, METHODS[str(cal["method"])]),
+                op_types_to_quantize=list(STATIC_OP_TYPES),
                 # Shape inference cannot type contrib ops such as the fused Attention;
                 # without a default type the quantizer skips them.
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
