@@ -568,3 +568,14 @@ def test_minilm_int8_and_bf16_embeddings_stay_close_to_fp32(tmp_path: Path) -> N
         cosines[name] = round(cosine, 4)
     print("MiniLM (seq 32) worst-row embedding cosine vs FP32:", json.dumps(cosines))
     assert len(cosines) >= 5 and min(cosines.values()) > 0.9, cosines
+
+
+def test_environment_report_lists_the_instruction_sets() -> None:
+    from crafted import make_result
+
+    from inferbench.report.documents import environment_markdown
+
+    row = make_result("torch-eager", 1, 1.0)
+    row["fingerprint"].update(isa.fingerprint_fields(isa.parse_cpuinfo(VNNI_BF16)))
+    text = environment_markdown([row], {"threads": 1})
+    assert "CPU instruction sets" in text and "AVX-512 VNNI, AVX512_BF16" in text
