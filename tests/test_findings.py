@@ -153,10 +153,29 @@ def test_fp16_helped_only_where_the_interval_says_so() -> None:
     assert "batch 1:" in finding.text and "within noise" in finding.text
 
 
-def test_fp16_on_cpu_rows_is_not_a_gpu_finding() -> None:
-    rows = [make_result("a", 1, 1.0, kind="torch-eager"),
-            make_result("b", 1, 0.5, kind="torch-eager", precision="bf16")]
-    assert not by_topic(derive(rows, CONTEXT), "half")
+def test_cpu_bf16_finding_names_the_instruction_set() -> None:
+    # CPU BF16 speed depends on AVX512_BF16 / AMX: the statement says which it had
+    rows = []
+    for batch in (1, 8):
+        rows += [make_result("a", batch, 1.0, kind="torch-eager"),
+                 make_result("b", batch, 0.5, kind="torch-eager", precision="bf16")]
+    for row in rows:
+        row["fingerprint"]["cpu_isa_flags"] = ["avx2", "avx512f", "avx512_bf16"]
+    (finding,) = by_topic(derive(rows, CONTEXT), "half")
+    assert "BF16 helped at every batch" in finding.text
+    assert "(CPU with AVX512_BF16)" in finding.text
+
+
+def test_cpu_int8_finding_names_the_instruction_set() -> None:
+    rows = []
+    for batch in (1, 8):
+        rows += [make_result("ort-cpu", batch, 4.0, kind="ort"),
+                 make_result("ort-cpu-int8", batch, 1.0, kind="ort", precision="int8")]
+    for row in rows:
+        row["fingerprint"]["cpu_isa_flags"] = ["avx2"]
+    (finding,) = by_topic(derive(rows, CONTEXT), "int8")
+    assert "INT8 pays off" in finding.text
+    assert "(CPU with AVX2 only (no VNNI))" in finding.text
 
 
 # -- runtime overhead ------------------------------------------------------------------

@@ -71,6 +71,15 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     quantize_onnx(Path(args.input), Path(args.out))
 
 
+def cmd_quantize_static(args: argparse.Namespace) -> None:
+    from inferbench.prepare.calibration import quantize_static_onnx
+
+    manifest = quantize_static_onnx(Path(args.input), Path(args.out), Path(args.calibration),
+                                    json.loads(args.settings), args.format, args.activations)
+    print(f"inferbench quantize-static: {manifest['variant']}: {manifest['status']} "
+          f"{manifest.get('reason', '')}")
+
+
 def _job_args(args: argparse.Namespace) -> list[str]:
     return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
             if k not in ("func",) and v is not None]
@@ -183,7 +192,8 @@ def cmd_build_worker(args: argparse.Namespace) -> None:
     from inferbench.prepare.engines import build_engine
 
     build_engine(settings, json.loads(args.batch_sizes), Path(args.model_dir), Path(args.card),
-                 _path_or_none(args.onnx), Path(args.out))
+                 _path_or_none(args.onnx), Path(args.out),
+                 calibration=_path_or_none(args.calibration))
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
@@ -472,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_quantize)
 
+    p = sub.add_parser("quantize-static", help="ONNX Runtime static INT8, calibrated")
+    for name in ("input", "out", "calibration", "settings"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--format", choices=("qdq", "qoperator"), default="qdq")
+    p.add_argument("--activations", choices=("u8", "s8"), default="u8")
+    p.set_defaults(func=cmd_quantize_static)
+
     for name, func in (("bench", cmd_bench), ("bench-launch", cmd_bench_launch)):
         p = sub.add_parser(name, help="one benchmark job" if name == "bench" else argparse.SUPPRESS)
         for arg in ("settings", "model-dir", "card", "inputs", "reference", "out", "model",
@@ -499,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in ("settings", "batch-sizes", "model-dir", "card", "out"):
             p.add_argument(f"--{arg}", required=True)
         p.add_argument("--onnx")
+        p.add_argument("--calibration", help="calibration inputs (static INT8 builds)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("aggregate", help="summary table, CSV and plots")

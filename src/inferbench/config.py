@@ -346,6 +346,17 @@ def build_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
     """What an engine build reads: the backend's entry, threads and sequence length.
     Not the measurement policy or parity tolerances: changing those reruns the
     benchmarks, never the build."""
+    from inferbench.backends import registry
+
     spec = backend_spec(config, backend)
-    return {"backend": spec.as_dict(), "threads": config["threads"],
-            "seq_len": config["seq_len"]}
+    settings = {"backend": spec.as_dict(), "threads": config["threads"],
+                "seq_len": config["seq_len"]}
+    if registry.get(spec.kind).calibrated(spec):
+        # only calibrated builds rerun when the calibration settings change
+        settings["calibration"] = dict(config.get("calibration") or {})
+    return settings
+
+
+def calibration_samples(config: Mapping[str, Any]) -> int:
+    """Batch size of the input set the static INT8 models calibrate on."""
+    return int((config.get("calibration") or {}).get("samples", 32))

@@ -11,6 +11,7 @@ rule build_engine:
                     if onnx_variant(wc.backend)
                     else {}
                 ),
+                **build_calibration(wc),
             }
         ),
     output:
@@ -20,6 +21,7 @@ rule build_engine:
         batch_sizes=lambda wc: json.dumps(backend_batches(wc.backend)),
         model_dir=rules.prepare_model.output.model_dir,
         onnx=optional_arg("--onnx", "onnx"),
+        calibration=optional_arg("--calibration", "calibration"),
     resources:
         **target_resources(),
     conda:
@@ -31,4 +33,4 @@ rule build_engine:
     shell:
         "\"$IB_PYTHON\" -m inferbench build --settings {params.settings:q}"
         " --batch-sizes {params.batch_sizes:q} --model-dir {params.model_dir:q}"
-        " --card {input.card:q} {params.onnx} --out {output.manifest:q} > {log:q} 2>&1"
+        " --card {input.card:q} {params.onnx} {params.calibration} --out {output.manifest:q} > {log:q} 2>&1"

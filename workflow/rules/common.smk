@@ -367,3 +367,19 @@ def compare_outputs():
     if COMPARE.get("baseline"):
         outputs += [rules.compare_runs.output.md, rules.compare_runs.output.png]
     return outputs
+# -- calibration of the static INT8 models (workflow/rules/calibration.smk, build.smk) --
+
+
+def calibration_npz():
+    return rules.make_inputs.output.npz.format(
+        model=MODEL, batch=ib_config.calibration_samples(config)
+    )
+
+
+def calibrated(name):
+    """Whether a backend's build calibrates (OpenVINO INT8, torchao PT2E)."""
+    return backend_class(name).calibrated(BACKENDS[name])
+
+
+def build_calibration(wildcards):
+    return {"calibration": calibration_npz()} if calibrated(wildcards.backend) else {}

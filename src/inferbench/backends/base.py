@@ -53,6 +53,10 @@ class Artifacts:
     onnx: Path | None = None
     build: Path | None = None  # folder of a backend-specific build (engine, package, cache)
     build_manifest: Mapping[str, Any] = field(default_factory=dict)
+    # The workflow's inputs a static INT8 build calibrates on (see calibrated()), and
+    # the `calibration:` settings; only builds of calibrated backends get them.
+    calibration: Path | None = None
+    calibration_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,10 @@ class Backend(ABC):
     def loaded_shape_support(self) -> ShapeSupport:
         """Input shapes once loaded: the artifact may fix more than the kind does."""
         return self.shape_support(self.spec)
+    def calibrated(cls, spec: BackendSpec) -> bool:
+        """Whether this row's build calibrates on the workflow's inputs (static INT8):
+        its build rule then reads the calibration inputs and the `calibration:` settings."""
+        return False
 
     # -- runtime ---------------------------------------------------------------
     def availability(self) -> Availability:

@@ -22,6 +22,7 @@ from inferbench.backends.base import (
     ShapeSupport,
 )
 from inferbench.backends.registry import register
+from inferbench.prepare.calibration import ACTIVATIONS, FORMATS, static_variant
 from inferbench.spec import BackendSpec, ConfigError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -49,6 +50,13 @@ class OrtOptions:
     tunable_op: bool = False
     tunable_op_max_tuning_ms: int = 0
     attention_kernel: str = "default"
+    # INT8 on the CPU: "dynamic" (activation scales measured per call) or "static"
+    # (scales calibrated ahead on the workflow's inputs, see `calibration:`), the
+    # static graph's format (QDQ or QOperator) and its activation type (u8: VNNI's
+    # U8 x S8 dot product; s8 was 2-10x slower on x86).
+    quantization: str = "dynamic"
+    quant_format: str = "qdq"
+    activations: str = "u8"
 
     def __post_init__(self) -> None:
         if self.graph not in ("plain", "fused"):
@@ -62,6 +70,14 @@ class OrtOptions:
                              f"not {self.attention_kernel!r}")
         if self.tunable_op_max_tuning_ms < 0:
             raise ValueError("tunable_op_max_tuning_ms must be >= 0 (0: no limit)")
+        if self.quantization not in ("dynamic", "static"):
+            raise ValueError(f"quantization must be 'dynamic' or 'static', not "
+                             f"{self.quantization!r}")
+        if self.quant_format not in FORMATS:
+            raise ValueError(f"quant_format must be one of {FORMATS}, not {self.quant_format!r}")
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, "
+                             f"not {self.activations!r}")
 
     def optimizer_tuning(self) -> tuple[str, ...]:
         """Transformer-optimizer tokens of this row's ONNX variant (see onnx_tools)."""
@@ -94,6 +110,46 @@ def check_session_provider(session: Any, requested: str) -> None:
                            f"{requested}: refusing a silent fallback")
 
 
+def bf16_matmul_probe() -> str | None:
+    """Why ONNX Runtime's CPU execution provider cannot run a BF16 MatMul (None when it
+    can): a one-node BF16 graph, created as a session."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MatMul", ["a", "b"], ["c"])
+    graph = helper.make_graph(
+        [node], "bf16_matmul",
+        [helper.make_tensor_value_info("a", TensorProto.BFLOAT16, [2, 2]),
+         helper.make_tensor_value_info("b", TensorProto.BFLOAT16, [2, 2])],
+        [helper.make_tensor_value_info("c", TensorProto.BFLOAT16, [2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0][:300]
+    return None
+
+
+def cpu_bf16_unavailable_reason() -> str:
+    """Why an ONNX Runtime BF16 row does not run on this CPU."""
+    import onnxruntime as ort
+
+    from inferbench import isa
+
+    missing = isa.detect().bf16_missing_reason()
+    if missing:
+        return missing
+    refusal = bf16_matmul_probe()
+    if refusal:
+        return (f"onnxruntime {ort.__version__}: the CPU execution provider has no BF16 "
+                f"kernels for the GEMMs (x86 MLAS has no BF16 path; BF16 fast math is an "
+                f"Arm64 option): {refusal}")
+    return (f"onnxruntime {ort.__version__} runs a BF16 MatMul on the CPU, but inferbench "
+            "makes no BF16 ONNX graph yet")
+
+
 def session_options(threads: int, level: str) -> Any:
     import onnxruntime as ort
 
@@ -115,7 +171,7 @@ class OnnxRuntime(Backend):
     kind = "ort"
     packages = ("onnxruntime", "onnxruntime-gpu")
     devices = frozenset({"cpu", "cuda"})
-    precisions = frozenset({"fp32", "fp16", "int8"})
+    precisions = frozenset({"fp32", "fp16", "bf16", "int8"})
     Options: ClassVar[type] = OrtOptions
     needs = frozenset({"onnx"})
     memory_owner = "nvml"
@@ -129,6 +185,18 @@ class OnnxRuntime(Backend):
                               "(the FP16 graph comes from the transformer optimizer)")
         if spec.precision == "int8" and spec.device != "cpu":
             raise ConfigError("precision 'int8' (dynamic quantization) runs on device 'cpu'")
+        if spec.precision == "bf16" and spec.device != "cpu":
+            raise ConfigError("precision 'bf16' is a CPU row of 'ort' (AVX512_BF16 / AMX)")
+        static_only = [name for name, value, default in (
+            ("quantization", options.quantization, "dynamic"),
+            ("quant_format", options.quant_format, "qdq"),
+            ("activations", options.activations, "u8")) if value != default]
+        if static_only and spec.precision != "int8":
+            raise ConfigError(f"{', '.join(static_only)} choose the INT8 graph: they need "
+                              "precision 'int8'")
+        if options.quantization == "dynamic" and static_only:
+            raise ConfigError("quant_format and activations are settings of static INT8: "
+                              "they need quantization 'static'")
         if options.cuda_graph and spec.device != "cuda":
             raise ConfigError("cuda_graph needs device 'cuda'")
         if options.optimizer_tuning() and (options.graph != "fused"
@@ -153,7 +221,11 @@ class OnnxRuntime(Backend):
     def onnx_variant(cls, spec: BackendSpec) -> str:
         options = cls.parse_options(spec)
         graph = options.graph
-        base = {"fp32": graph, "int8": f"{graph}-int8", "fp16": f"{graph}-fp16"}[spec.precision]
+        if spec.precision == "int8" and options.quantization == "static":
+            return static_variant(graph, options.quant_format, options.activations)
+        # BF16 rows read the FP32 graph: availability refuses them before it is loaded
+        base = {"fp32": graph, "bf16": graph, "int8": f"{graph}-int8",
+                "fp16": f"{graph}-fp16"}[spec.precision]
         from inferbench.prepare.onnx import tuned_variant
 
         return tuned_variant(base, options.optimizer_tuning())
@@ -187,6 +259,8 @@ class OnnxRuntime(Backend):
                 f"onnxruntime {ort.__version__} has no {self.provider} "
                 f"(available: {', '.join(ort.get_available_providers())}); "
                 "install onnxruntime-gpu for CUDA")
+        if self.spec.precision == "bf16":
+            return Availability.no(cpu_bf16_unavailable_reason())
         return Availability.yes()
 
     def _provider_options(self) -> dict[str, str]:
@@ -297,5 +371,10 @@ class OnnxRuntime(Backend):
                 "optimizer_tuning": list(self.options.optimizer_tuning()),
                 "tunable_op": self.options.tunable_op,
                 "attention_kernel": self.options.attention_kernel,
+                **({"quantization": self.options.quantization,
+                    **({"quant_format": self.options.quant_format,
+                        "activations": self.options.activations}
+                       if self.options.quantization == "static" else {})}
+                   if self.spec.precision == "int8" else {}),
                 "provider_options": self.session.get_provider_options().get(self.provider, {})
                 if self.spec.device == "cuda" else {}}

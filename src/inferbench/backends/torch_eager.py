@@ -39,6 +39,14 @@ def torch_availability(spec: BackendSpec) -> Availability:
         return Availability.no("torch is not installed")
     if spec.device == "cuda" and not torch.cuda.is_available():
         return Availability.no("no CUDA device")
+    if spec.device == "cpu" and spec.precision == "bf16":
+        # Without AVX512_BF16 or AMX, torch emulates BF16 GEMMs (slower than FP32):
+        # not a deployment choice, so not a row.
+        from inferbench import isa
+
+        missing = isa.detect().bf16_missing_reason()
+        if missing:
+            return Availability.no(missing)
     return Availability.yes()
 
 

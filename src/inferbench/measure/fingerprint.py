@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from inferbench import isa
 from inferbench.config import REPO_ROOT
 
 # What every job uses; each backend class adds the distributions it runs on.
@@ -119,6 +120,8 @@ def fingerprint(threads: int, extra: dict[str, Any] | None = None) -> dict[str, 
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
+        # AVX2 / AVX-512 / VNNI / BF16 / AMX: what decides CPU INT8 and BF16 results
+        **isa.fingerprint_fields(),
         "cpu_count_logical": psutil.cpu_count(logical=True),
         "cpu_count_physical": psutil.cpu_count(logical=False),
         "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),

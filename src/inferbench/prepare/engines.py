@@ -20,7 +20,8 @@ from inferbench.io import atomic_write_json, sha256_file
 
 
 def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir: Path,
-                 card_path: Path, onnx: Path | None, manifest_path: Path) -> dict[str, Any]:
+                 card_path: Path, onnx: Path | None, manifest_path: Path,
+                 calibration: Path | None = None) -> dict[str, Any]:
     from inferbench.backends import registry
     from inferbench.backends.base import Artifacts
     from inferbench.prepare.model import read_json
@@ -40,7 +41,8 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
             if onnx is not None:
                 load_verified(onnx)
             artifacts = Artifacts(model_dir=model_dir, card=read_json(card_path), onnx=onnx,
-                                  build=out_dir)
+                                  build=out_dir, calibration=calibration,
+                                  calibration_settings=settings.get("calibration") or {})
             start = time.perf_counter()
             details = backend.build(artifacts, out_dir, batch_sizes, int(settings["seq_len"]))
             # A backend may name working caches that its runtime keeps updating (and

@@ -119,7 +119,15 @@ def load_verified(onnx_path: Path) -> dict[str, Any]:
             f"{onnx_path}: its manifest {manifest_path(onnx_path).name} is missing or "
             f"unreadable ({type(exc).__name__}); {rebuild_hint(onnx_path)}") from None
     verify_manifest(onnx_path, manifest)
+    if manifest.get("status", "ok") != "ok":
+        # A quantization that failed left its reason instead of a model: every row
+        # that reads it is an error row with that reason, never a missing row.
+        raise FailedArtifactError(f"{onnx_path.name}: {manifest.get('reason', 'not made')}")
     return manifest
+
+
+class FailedArtifactError(RuntimeError):
+    """The rule that makes this ONNX file failed (its manifest records why)."""
 
 
 def export_onnx(model_dir: Path, card: Mapping[str, Any], out_path: Path, opset: int,

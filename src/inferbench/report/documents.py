@@ -55,6 +55,7 @@ def _machine(fp: Mapping[str, Any]) -> dict[str, Any]:
     gpus = fp.get("gpus") or []
     return {
         "CPU": fp.get("cpu_model"),
+        "CPU instruction sets": ", ".join(fp.get("cpu_isa") or []) or "–",
         "cores (logical / physical)": f"{fp.get('cpu_count_logical')} / "
                                       f"{fp.get('cpu_count_physical')}",
         "memory (GiB)": fp.get("memory_total_gib"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferbench import isa
 from inferbench.report.rows import (
     Bootstrapper,
     Ratio,
@@ -30,7 +31,7 @@ SECTIONS = {
     "winner": "Fastest backend at each batch size",
     "speedup": "Speedup over the baseline",
     "int8": "INT8 against FP32 of the same runtime",
-    "half": "FP16 / BF16 against FP32 of the same runtime (GPU)",
+    "half": "FP16 / BF16 against FP32 of the same runtime",
     "overhead": "Runtime overhead at batch 1 (GPU: end-to-end minus device time)",
     "cost": "Cost per million inferences at each backend's best throughput",
     "accuracy": "Accuracy per backend",
@@ -169,7 +170,7 @@ def int8_payoff(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> list[F
                 payoff = batch
                 break
         data = {"payoff_batch": payoff, "ratios": dict(ratios), "fp32": fp32}
-        subject = f"`{low}` against `{fp32}` on `{target}`"
+        subject = f"`{low}` against `{fp32}` on `{target}`" + isa.row_note(items[0][1], "int8")
         if payoff is not None:
             smaller = [(b, r) for b, r in ratios if b < payoff]
             text = (f"**INT8 pays off from batch {payoff}** for {subject}"
@@ -200,8 +201,10 @@ def int8_payoff(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> list[F
 
 def half_precision(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> list[Finding]:
     out = []
-    for (target, low, fp32), items in _paired(rows, ("fp16", "bf16"), "cuda").items():
+    for (target, low, fp32), items in _paired(rows, ("fp16", "bf16")).items():
         precision = str(items[0][1]["precision"]).upper()
+        # CPU BF16 speed depends on AVX512_BF16 / AMX: the statement names them
+        note = isa.row_note(items[0][1], "bf16")
         ratios = [(int(q["batch_size"]), boot.speedup(f, q)) for f, q in items]
         clauses = "; ".join(_clause(r, b, "helped", "hurt") for b, r in ratios)
         helped = [b for b, r in ratios if r.verdict == "faster"]
@@ -218,7 +221,7 @@ def half_precision(rows: Sequence[Mapping[str, Any]], boot: Bootstrapper) -> lis
                 parts.append(f"**hurt at batch {', '.join(map(str, hurt))}**")
             head = f"{precision} " + " and ".join(parts)
         out.append(Finding(
-            "half", target, f"`{target}`: {head} for `{low}` against `{fp32}` "
+            "half", target, f"`{target}`: {head} for `{low}` against `{fp32}`{note} "
             f"(p50 ratio FP32 / {precision}): {clauses}.", bool(helped or hurt), low,
             {"helped": helped, "hurt": hurt, "ratios": dict(ratios), "fp32": fp32}))
     return out
@@ -375,7 +378,7 @@ def derive(results: Sequence[Mapping[str, Any]], context: Mapping[str, Any],
 EMPTY = {
     "speedup": "No baseline backend configured or measured (config `report.baseline`).",
     "int8": "No INT8 row with an FP32 row of the same runtime in these results.",
-    "half": "No FP16/BF16 row on a GPU with an FP32 row of the same runtime.",
+    "half": "No FP16/BF16 row with an FP32 row of the same runtime.",
     "overhead": "No row with device time (GPU rows record CUDA-event time).",
     "cost": "No `targets.<name>.price_per_hour` configured for the measured targets.",
 }

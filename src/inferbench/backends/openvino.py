@@ -1,0 +1,264 @@
+"""OpenVINO on the CPU: FP32, BF16, and INT8 through NNCF post-training quantization.
+
+The build rule turns the workflow's ONNX export into an OpenVINO IR (``model.xml`` /
+``model.bin``, weights kept in FP32); for INT8 it first runs NNCF's post-training
+quantization with the transformer preset (``model_type=TRANSFORMER``: SmoothQuant and
+the attention patterns NNCF leaves in floating point), calibrated on the workflow's
+own inputs (``calibration:``). The IR is the build's cached artifact; the benchmark
+job compiles it for the CPU with ``threads`` inference threads, one stream, the
+latency hint, and static shapes (the input shape of the job).
+
+OpenVINO chooses its own precision: with no hint it runs BF16 on a CPU with
+AVX512_BF16 or AMX, so an "FP32" row would silently measure BF16. Every row therefore
+sets the inference precision hint explicitly (``f32`` for FP32 rows and, by default,
+for the layers an INT8 model keeps in floating point), reads back the precision the
+compiled model runs (``INFERENCE_PRECISION_HINT`` of the compiled model) and refuses
+the row when it differs, as ONNX Runtime rows refuse a provider fallback. An INT8
+model whose compiled graph runs no INT8 operation is refused the same way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from inferbench.backends.base import Artifacts, Availability, Backend
+from inferbench.backends.registry import register
+from inferbench.spec import BackendSpec, ConfigError
+
+OPENVINO_PIN = "openvino==2026.4.1"
+NNCF_PIN = "nncf==3.4.0"
+IR_FILE = "model.xml"
+# Row precision -> OpenVINO inference precision (element type names).
+HINTS = {"fp32": "f32", "bf16": "bf16"}
+PRESETS = ("mixed", "performance")
+INT8_TYPES = ("u8", "i8")
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    # Precision of the operations left in floating point: the row's precision for
+    # FP32/BF16 rows; for INT8 rows those NNCF did not quantize ("fp32" or "bf16").
+    float_precision: str = ""
+    # Compile for the job's input shape (batch x seq); false keeps the dynamic batch.
+    static_shapes: bool = True
+    # NNCF: "mixed" (symmetric weights, asymmetric activations: the transformer
+    # default) or "performance" (symmetric both).
+    preset: str = "mixed"
+    # NNCF: SmoothQuant migrates activation outliers into the weights before
+    # quantizing (part of the transformer preset); false turns it off.
+    smooth_quant: bool = True
+
+    def __post_init__(self) -> None:
+        if self.float_precision not in ("", *HINTS):
+            raise ValueError(f"float_precision must be one of {sorted(HINTS)}, "
+                             f"not {self.float_precision!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, not {self.preset!r}")
+
+
+def type_name(value: Any) -> str:
+    """"f32" for ov.Type.f32 (or its string form)."""
+    getter = getattr(value, "get_type_name", None)
+    return str(getter() if callable(getter) else value).lower()
+
+
+def runtime_precisions(compiled: Any) -> dict[str, int]:
+    """Operations of the compiled (executable) graph per runtime precision."""
+    counts: Counter[str] = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        try:
+            value = op.get_rt_info()["runtimePrecision"]
+        except (KeyError, IndexError, RuntimeError):
+            continue
+        text = value.astype(str) if hasattr(value, "astype") else value
+        counts[str(text).lower()] += 1
+    return dict(sorted(counts.items()))
+
+
+def count_fake_quantize(model: Any) -> int:
+    return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+
+
+@register
+class OpenVino(Backend):
+    kind = "openvino"
+    packages = ("openvino", "nncf")
+    devices = frozenset({"cpu"})
+    precisions = frozenset({"fp32", "bf16", "int8"})
+    Options: ClassVar[type] = OpenVinoOptions
+    needs = frozenset({"onnx", "build"})
+
+    @classmethod
+    def check_spec(cls, spec: BackendSpec) -> None:
+        super().check_spec(spec)
+        options = cls.parse_options(spec)
+        if spec.precision != "int8":
+            if options.float_precision not in ("", spec.precision):
+                raise ConfigError(f"float_precision {options.float_precision!r} contradicts "
+                                  f"precision {spec.precision!r}: it only chooses the float "
+                                  "layers of an INT8 row")
+            if options.preset != "mixed" or not options.smooth_quant:
+                raise ConfigError("preset and smooth_quant are NNCF settings: they need "
+                                  "precision 'int8'")
+
+    @classmethod
+    def onnx_variant(cls, spec: BackendSpec) -> str:
+        return "plain"
+
+    @classmethod
+    def calibrated(cls, spec: BackendSpec) -> bool:
+        return spec.precision == "int8"
+
+    @property
+    def hint(self) -> str:
+        """The inference precision this row requests (and must get)."""
+        if self.spec.precision == "int8":
+            return HINTS[self.options.float_precision or "fp32"]
+        return HINTS[self.spec.precision]
+
+    def availability(self) -> Availability:
+        try:
+            import openvino as ov
+        except ImportError:
+            return Availability.no(f"openvino is not installed (install {OPENVINO_PIN})")
+        except Exception as exc:
+            return Availability.no(f"openvino does not import: {type(exc).__name__}: {exc}"
+                                   [:300])
+        if self.spec.precision == "int8":
+            try:
+                import nncf  # noqa: F401
+            except ImportError:
+                return Availability.no(f"nncf is not installed (install {NNCF_PIN}; OpenVINO "
+                                       "INT8 is NNCF post-training quantization)")
+            except Exception as exc:
+                return Availability.no(f"nncf does not import: {type(exc).__name__}: {exc}"
+                                       [:300])
+        if self.hint == "bf16":
+            from inferbench import isa
+
+            missing = isa.detect().bf16_missing_reason()
+            if missing:
+                return Availability.no(missing)
+        devices = ov.Core().available_devices
+        if "CPU" not in devices:
+            return Availability.no(f"openvino {ov.__version__} sees no CPU device "
+                                   f"(devices: {devices})")
+        return Availability.yes()
+
+    # -- build: the IR, quantized for INT8 ------------------------------------------
+    def build(self, artifacts: Artifacts, out_dir: Path, batch_sizes: list[int], seq_len: int
+              ) -> dict[str, Any]:
+        import openvino as ov
+
+        if artifacts.onnx is None:
+            raise RuntimeError("openvino needs the workflow's ONNX export")
+        model = ov.convert_model(str(artifacts.onnx))
+        manifest: dict[str, Any] = {"openvino": ov.__version__, "ir": IR_FILE,
+                                    "source_onnx": artifacts.onnx.name}
+        if self.spec.precision == "int8":
+            model, facts = self._quantize(model, artifacts)
+            manifest.update(facts)
+        # Weights stay FP32 in the IR: the precision is the compiled model's choice,
+        # which each row sets and checks.
+        ov.save_model(model, str(out_dir / IR_FILE), compress_to_fp16=False)
+        return manifest
+
+    def _quantize(self, model: Any, artifacts: Artifacts) -> tuple[Any, dict[str, Any]]:
+        import nncf
+
+        from inferbench.prepare.calibration import calibration_batches, calibration_settings
+
+        if artifacts.calibration is None:
+            raise RuntimeError("OpenVINO INT8 needs the calibration inputs")
+        settings = calibration_settings(artifacts.calibration_settings)
+        names = [port.get_any_name() for port in model.inputs]
+        # One sequence per item: NNCF's statistics assume batch 1.
+        items = calibration_batches(artifacts.calibration, 1, names)
+        # SmoothQuant is part of the transformer preset; alpha -1 turns it off.
+        advanced = None if self.options.smooth_quant else nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
+        preset = (nncf.QuantizationPreset.MIXED if self.options.preset == "mixed"
+                  else nncf.QuantizationPreset.PERFORMANCE)
+        quantized = nncf.quantize(model, nncf.Dataset(items), preset=preset,
+                                  model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=max(1, len(items)),
+                                  advanced_parameters=advanced)
+        fake_quantize = count_fake_quantize(quantized)
+        if fake_quantize == 0:
+            raise RuntimeError("NNCF inserted no FakeQuantize operation: nothing is INT8")
+        return quantized, {"nncf": nncf.__version__, "quantization": {
+            "method": "NNCF post-training quantization", "model_type": "TRANSFORMER",
+            "preset": self.options.preset, "smooth_quant": self.options.smooth_quant,
+            "fake_quantize_ops": fake_quantize,
+            "calibration": {**settings, "sequences": len(items),
+                            "inputs": artifacts.calibration.name}}}
+
+    # -- run ----------------------------------------------------------------------------
+    def load(self, artifacts: Artifacts) -> None:
+        import openvino as ov
+
+        if artifacts.build is None:
+            raise RuntimeError("openvino needs its build (the IR)")
+        self.ov = ov
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(Path(artifacts.build) / IR_FILE))
+        self.input_names = [port.get_any_name() for port in self.model.inputs]
+        self.compiled: Any = None
+        self.shape: tuple[tuple[int, ...], ...] | None = None
+        if not self.options.static_shapes:
+            self._compile()
+
+    def compile_config(self) -> dict[str, Any]:
+        return {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.hint}
+
+    def _compile(self) -> None:
+        self.compiled = self.core.compile_model(self.model, "CPU", self.compile_config())
+        self.runs_as = type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if self.runs_as != self.hint:
+            raise RuntimeError(
+                f"OpenVINO compiled the model to run in {self.runs_as} although "
+                f"{self.hint} was requested: refusing a silent precision fallback")
+        self.op_precisions = runtime_precisions(self.compiled)
+        if self.spec.precision == "int8" and not any(
+                self.op_precisions.get(t) for t in INT8_TYPES):
+            raise RuntimeError(f"the compiled INT8 model runs no INT8 operation "
+                               f"(runtime precisions {self.op_precisions})")
+        self.request = self.compiled.create_infer_request()
+
+    def prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        arrays = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+        if self.options.static_shapes:
+            shape = tuple(arrays[name].shape for name in self.input_names)
+            if shape != self.shape:
+                # Static shapes per job: compiled once, on the job's first call.
+                self.model.reshape({name: list(arrays[name].shape)
+                                    for name in self.input_names})
+                self._compile()
+                self.shape = shape
+        return arrays
+
+    def run(self, prepared: Any) -> Any:
+        return self.request.infer(prepared, share_inputs=True)
+
+    def to_host(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs.to_tuple()[0], dtype=np.float32)
+
+    def details(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"openvino": self.ov.__version__, "device": "CPU",
+                                "requested_precision": self.hint,
+                                "static_shapes": self.options.static_shapes}
+        if self.compiled is not None:
+            info.update(
+                runs_as=self.runs_as,
+                inference_num_threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+                num_streams=str(self.compiled.get_property("NUM_STREAMS")),
+                execution_devices=list(self.compiled.get_property("EXECUTION_DEVICES")),
+                runtime_precisions=self.op_precisions)
+        return info
