@@ -316,7 +316,7 @@ def test_torchao_unavailable_without_torchao(monkeypatch, kind: str, precision: 
     availability = registry.get(kind)(_spec(kind, precision), threads=1).availability()
     assert not availability.ok
     assert availability.reason.startswith("torchao is not installed")
-    assert "torchao==0.17.0" in availability.reason
+    assert "torchao==0.18.0" in availability.reason
 
 
 def test_fp8_needs_compute_capability_8_9(monkeypatch) -> None:
@@ -546,7 +546,10 @@ def test_gpu_config_frontier_rows() -> None:
         "torch-compile-cuda-bf16"):]
     assert len(frontier) >= 9
     assert all(backend_batch_sizes(config, b["name"]) == [1, 16] for b in frontier)
-    assert backend_batch_sizes(config, "ort-cuda-fp16-graph") == [1, 4, 8, 16, 64]
+    # the sweep fits one short lease: batches 1 and 16, and 64 for the CUDA-graph row's
+    # memory growth
+    assert backend_batch_sizes(config, "ort-cuda-fp16-graph") == [1, 16]
+    assert backend_batch_sizes(config, "torch-cuda-graph-fp16") == [1, 16, 64]
 
 
 def test_dry_run_makes_the_tuned_graph_and_only_the_backends_batches(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Not a backend itself (the leading underscore keeps the registry from importing i
 one): availability checks, which Linear layers get quantized, and the runtime refusals
 that mean "this shape is not supported here" rather than a failure.
 
-torchao has to match the torch it runs with: torchao 0.17.0 is the first release built
-against torch 2.11's stable ABI (0.16 skipped its C++ extensions on torch 2.11). The
+torchao has to match the torch it runs with: 0.17.0 is the first release built
+against torch 2.11's stable ABI (0.16 skipped its C++ extensions on torch 2.11), and
+0.18.0 (pinned) also runs PT2E quantization on torch 2.13. The
 Python API these backends use (``quantize_`` with the float8 / int8 configs) needs no
 C++ extension.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from inferbench.backends.base import Availability
 from inferbench.config import BackendSpec, ConfigError
 
-TORCHAO_PIN = "torchao==0.17.0"
+TORCHAO_PIN = "torchao==0.18.0"
 # Linear layers inside the repeated Transformer blocks (DistilBERT
 # `transformer.layer.N.`, BERT `encoder.layer.N.`, most others `layers.N.`).
 BLOCK_LINEAR = re.compile(r"(^|\.)layers?\.\d+\.")
