@@ -148,6 +148,8 @@ class Backend(ABC):
     def loaded_shape_support(self) -> ShapeSupport:
         """Input shapes once loaded: the artifact may fix more than the kind does."""
         return self.shape_support(self.spec)
+
+    @classmethod
     def calibrated(cls, spec: BackendSpec) -> bool:
         """Whether this row's build calibrates on the workflow's inputs (static INT8):
         its build rule then reads the calibration inputs and the `calibration:` settings."""
