@@ -23,6 +23,7 @@ from inferbench.config import (
     validate_config,
 )
 from inferbench.report.table import add_fingerprint_check, header, markdown_table, to_frame
+from inferbench.results import Result
 
 H100 = "NVIDIA H100 80GB HBM3"
 EPYC = "AMD EPYC 7763 64-Core Processor"
@@ -86,6 +87,7 @@ def test_bad_target_configs_name_the_key(mutate, expected: str) -> None:
 def result(target: str, backend: str, cpu: str, gpu: str | None, batch: int = 1) -> dict:
     """A crafted result JSON, as the bench job writes it (only what the summary reads)."""
     return {
+        "schema_version": 1,
         "target": target, "model": "tiny-distilbert", "backend": backend,
         "kind": backend, "device": "cuda" if gpu else "cpu", "precision": "fp32",
         "batch_size": batch, "seq_len": 16, "threads": 1, "status": "ok",
@@ -97,8 +99,13 @@ def result(target: str, backend: str, cpu: str, gpu: str | None, batch: int = 1)
     }
 
 
+def as_results(raw: list[dict]) -> list[Result]:
+    """Through the reader, as the summary loads files (a version-1 record is upgraded)."""
+    return [Result.from_dict(r) for r in raw]
+
+
 def checked(results: list[dict], expect: dict | None = None) -> pd.DataFrame:
-    frame = add_fingerprint_check(to_frame(results), expect or {})
+    frame = add_fingerprint_check(to_frame(as_results(results)), expect or {})
     return frame.set_index(["target", "backend", "batch_size"])
 
 
@@ -131,8 +138,8 @@ def test_rows_from_another_machine_within_a_target_are_flagged() -> None:
 
 
 def test_flag_is_shown_in_the_table_and_the_header() -> None:
-    frame = add_fingerprint_check(to_frame([result("h100", "trt", XEON, None),
-                                            result("local", "torch-eager", EPYC, None)]), {})
+    frame = add_fingerprint_check(to_frame(as_results([
+        result("h100", "trt", XEON, None), result("local", "torch-eager", EPYC, None)])), {})
     frame["speedup_vs_baseline"] = float("nan")
     table = markdown_table(frame)
     assert "ok (fingerprint≠target)" in table
