@@ -17,27 +17,34 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if USE_CONDA else sys.executable
-# Shell variables (not params), so the interpreter path never reruns a job.
 from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
 from inferbench import foreign as ib_foreign  # noqa: E402
 from inferbench import recovery as ib_recovery  # noqa: E402
+from inferbench.backends import registry as ib_registry  # noqa: E402
+from inferbench.prepare.onnx import OPTIMIZER_TUNINGS, VARIANTS  # noqa: E402
 
-# The command that reruns this workflow on this config, for the hints jobs print
-# (e.g. how to rebuild a corrupted file): a shell variable, so it reruns nothing.
+# The command that reruns this workflow on this config (cores, Snakefile, folder, the
+# user's --configfile), for the hints jobs print, e.g. how to rebuild a corrupted file.
+try:
+    _CORES = workflow.cores
+except WorkflowError:  # --unlock, --lint: no --cores given
+    _CORES = None
 RERUN = shlex.join(ib_recovery.rerun_command(
-    workflow.cores, Path(workflow.main_snakefile), Path.cwd(),
+    _CORES, Path(workflow.main_snakefile), Path.cwd(),
     workflow.overwrite_configfiles, workflow.config_settings.config_args or []))
+# Shell variables (not params), so neither the interpreter path nor the rerun command
+# ever reruns a job.
 shell.prefix(
     f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"IB_PYTHON={shlex.quote(PYTHON)}; "
     f"export {ib_recovery.RERUN_ENV}={shlex.quote(RERUN)}; "
 )
+# A lock left by a Snakemake killed with SIGKILL: say what to type (parse time, so it
+# comes before Snakemake's LockException).
 if not (workflow.remote_exec or workflow.subprocess_exec):
     _lock_hint = ib_recovery.stale_lock_hint(Path.cwd(), sys.argv)
     if _lock_hint:
         print(_lock_hint, file=sys.stderr)
-from inferbench.backends import registry as ib_registry  # noqa: E402
-from inferbench.prepare.onnx import OPTIMIZER_TUNINGS, VARIANTS  # noqa: E402
 
 
 # inferbench's checks first: one line that names the key and the allowed values

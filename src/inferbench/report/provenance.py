@@ -20,10 +20,11 @@ def model_line(card: Mapping[str, Any]) -> str:
     size = f"{(card.get('parameters') or 0) / 1e6:.1f} M parameters"
     arch = card.get("architecture")
     if card.get("weights") == "random":
-        return (f"Model `{name}`: the **architecture** of `{card.get('id') or card.get('model_type')}`"
-                f" ({arch}, {size}) with **seeded random weights** (seed {card.get('seed')}): no "
-                "download was needed, and latency does not depend on weight values. Accuracy "
-                "figures would be meaningless and are not reported.")
+        of = card.get("id") or card.get("model_type")
+        return (f"Model `{name}`: the **architecture** of `{of}` ({arch}, {size}) with "
+                f"**seeded random weights** (seed {card.get('seed')}): no download was "
+                "needed, and latency does not depend on weight values. Accuracy figures "
+                "would be meaningless and are not reported.")
     if card.get("source") == "local":
         where = f"the local folder `{card.get('path')}`"
     else:
