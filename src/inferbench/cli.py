@@ -22,9 +22,21 @@ def _path_or_none(value: str | None) -> Path | None:
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
-    from inferbench.prepare.model import prepare_model
+    from inferbench.prepare.model import ModelSourceError, prepare_model
 
-    prepare_model(json.loads(args.model), Path(args.out_dir), Path(args.card))
+    model = json.loads(args.model)
+    try:
+        prepare_model(model, Path(args.out_dir), Path(args.card))
+    except (ModelSourceError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # e.g. a model type transformers has no class of this task for: one line, the
+        # refusal, with what to change
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ModelSourceError(
+            f"the model could not be prepared for task {model.get('task')!r}: "
+            f"{type(exc).__name__}: {first}. Check model.task (sequence-classification or "
+            "feature-extraction) and the model's config.json") from exc
 
 
 def cmd_inputs(args: argparse.Namespace) -> None:

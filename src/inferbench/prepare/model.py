@@ -118,6 +118,8 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         raise ModelSourceError(f"unknown model.source {source!r}")
 
     model.eval()
+    # what the checkpoint was saved as (save_pretrained below overwrites it)
+    saved = list(getattr(model.config, "architectures", None) or [])
     if source == "architecture":
         tokenizer_note = "the model is built from its architecture and has no tokenizer"
     else:
@@ -163,9 +165,8 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         # why inputs are synthetic ids ("" when the model's tokenizer makes them)
         "tokenizer": {"real": tokenizer is not None, "reason": tokenizer_note,
                       "size": len(tokenizer) if tokenizer is not None else None},
-        "saved_architecture": (list(getattr(config, "architectures", None) or [None])[0]
-                               if weights == "pretrained" else None),
-        "head_warning": head_warning(task, config, type(model).__name__, loading)
+        "saved_architecture": saved[0] if saved and weights == "pretrained" else None,
+        "head_warning": head_warning(task, saved, type(model).__name__, loading)
         if weights == "pretrained" else None,
         "files": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
         "transformers": transformers.__version__,
@@ -195,10 +196,11 @@ def tokenizer_problem(tokenizer: Any, folder: Path | None) -> str:
     return ""
 
 
-def head_warning(task: str, config: Any, architecture: str,
+def head_warning(task: str, saved: list[str], architecture: str,
                  loading: Mapping[str, Any]) -> str | None:
     """Why the checkpoint's weights do not cover the model that runs, or None.
 
+    ``saved`` is the checkpoint's `architectures` (what it was saved as).
     transformers fills weights a checkpoint lacks (a classification head for a
     headless encoder or a checkpoint of another task) with random values and only
     logs a warning; the card and the summary say it instead.
@@ -207,7 +209,6 @@ def head_warning(task: str, config: Any, architecture: str,
                      | {k[0] for k in loading.get("mismatched_keys") or ()})
     if task == "feature-extraction":
         missing = [k for k in missing if not k.startswith("pooler")]  # not used in pooling
-    saved = list(getattr(config, "architectures", None) or [])
     wanted = "ForSequenceClassification" if task == "sequence-classification" else None
     shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
     if wanted and saved and not any(a.endswith(wanted) for a in saved):
@@ -222,7 +223,7 @@ def head_warning(task: str, config: Any, architecture: str,
 
 
 def _saved_task(architecture: str) -> str:
-    """'BertForTokenClassification' -> 'token-classification'; 'BertModel' -> 'headless'."""
+    """'BertForTokenClassification' -> 'token-classification'; 'BertModel' -> 'headless encoder'."""
     import re
 
     if "For" not in architecture:
