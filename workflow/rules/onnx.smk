@@ -21,9 +21,13 @@ rule onnx_export:
         " --out {output.onnx:q} > {log:q} 2>&1"
 
 
+# Graphs made from another read it as ancient(): a newer timestamp alone (the source
+# graph truncated or edited in place) does not remake them, so good derived graphs
+# stay; the rows that read the damaged graph say how to rebuild it, and a rebuilt
+# source (its job rerun) still remakes everything made from it.
 rule onnx_optimize:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=ancient(rules.onnx_export.output.onnx),
         card=rules.prepare_model.output.card,
     output:
         onnx=onnx_path("fused"),
@@ -41,7 +45,7 @@ rule onnx_optimize:
 
 rule onnx_fp16:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=ancient(rules.onnx_export.output.onnx),
         card=rules.prepare_model.output.card,
     output:
         onnx=onnx_path("fused-fp16"),
@@ -61,7 +65,7 @@ rule onnx_fp16:
 # backend's fast_gelu / raw_attention_mask options): fused[-fp16]-<tuning>.onnx.
 rule onnx_optimize_tuned:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=ancient(rules.onnx_export.output.onnx),
         card=rules.prepare_model.output.card,
     output:
         onnx=f"{RESULTS}/onnx/{{model}}/{{base}}-{{tuning}}.onnx",
@@ -84,7 +88,7 @@ rule onnx_optimize_tuned:
 
 rule onnx_quantize:
     input:
-        onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx",
+        onnx=ancient(f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx"),
     output:
         onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx",
         manifest=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx.json",

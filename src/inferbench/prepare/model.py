@@ -223,7 +223,8 @@ def head_warning(task: str, saved: list[str], architecture: str,
 
 
 def _saved_task(architecture: str) -> str:
-    """'BertForTokenClassification' -> 'token-classification'; 'BertModel' -> 'headless encoder'."""
+    """'BertForTokenClassification' -> 'token-classification', 'BertModel' -> 'headless
+    encoder'."""
     import re
 
     if "For" not in architecture:
