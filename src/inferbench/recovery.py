@@ -19,10 +19,18 @@ from pathlib import Path
 RERUN_ENV = "IB_RERUN"
 
 
+# Options of the run a rerun must keep (where its jobs run), each with one value.
+CARRIED_OPTIONS = ("--profile", "--workflow-profile", "--executor", "-e", "--jobs", "-j")
+
+
 def rerun_command(cores: int | None, snakefile: Path, workdir: Path,
-                  configfiles: Sequence[Path | str], config_args: Sequence[str]) -> list[str]:
+                  configfiles: Sequence[Path | str], config_args: Sequence[str],
+                  argv: Sequence[str] = ()) -> list[str]:
     """``snakemake --cores N [...]`` for the current run, without targets."""
     command = ["snakemake", "--cores", str(cores or 1)]
+    for index, word in enumerate(argv[:-1]):
+        if word in CARRIED_OPTIONS:
+            command += [word, argv[index + 1]]
     if Path(snakefile).resolve().parent != Path(workdir).resolve():
         command += ["--snakefile", str(snakefile), "--directory", str(workdir)]
     if configfiles:

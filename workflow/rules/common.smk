@@ -31,7 +31,7 @@ except WorkflowError:  # --unlock, --lint: no --cores given
     _CORES = None
 RERUN = shlex.join(ib_recovery.rerun_command(
     _CORES, Path(workflow.main_snakefile), Path.cwd(),
-    workflow.overwrite_configfiles, workflow.config_settings.config_args or []))
+    workflow.overwrite_configfiles, workflow.config_settings.config_args or [], sys.argv))
 # Shell variables (not params), so neither the interpreter path nor the rerun command
 # ever reruns a job.
 shell.prefix(
