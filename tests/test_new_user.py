@@ -318,6 +318,9 @@ def test_rebuild_hint_carries_cores_and_the_users_configfile(monkeypatch) -> Non
     assert command == ["snakemake", "--cores", "2", "--snakefile", "/repo/Snakefile",
                        "--directory", "/work", "--configfile", "/work/my.yaml", "--config",
                        "results_dir='out'"]
+    on_slurm = rerun_command(1, Path("/work/Snakefile"), Path("/work"), [], [],
+                             ["snakemake", "--workflow-profile", "profiles/slurm", "all"])
+    assert on_slurm == ["snakemake", "--cores", "1", "--workflow-profile", "profiles/slurm"]
     monkeypatch.setenv(RERUN_ENV, "snakemake --cores 2 --configfile /work/my.yaml")
     assert rebuild_hint(Path("r/plain.onnx")) == (
         "rebuild it with: snakemake --cores 2 --configfile /work/my.yaml --forcerun r/plain.onnx")

@@ -9,6 +9,7 @@ torch or onnxruntime: the Snakefile imports it at parse time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -315,10 +316,9 @@ def architecture_fields(model_type: str) -> set[str] | None:
     names = set(COMMON_CONFIG_FIELDS) | set(getattr(cls, "attribute_map", {}) or {})
     if dataclasses.is_dataclass(cls):
         names |= {f.name for f in dataclasses.fields(cls)}
-    try:
+    # (a config class that needs arguments: its fields are enough)
+    with contextlib.suppress(Exception):
         names |= set(cls().to_dict())
-    except Exception:  # a config class that needs arguments: its fields are enough
-        pass
     return names
 
 
