@@ -150,9 +150,9 @@ def test_corrupted_onnx_hint_works_when_pasted_and_summary_follows_rows(tmp_path
 
 def test_unavailable_rows_do_not_hide_committed_gpu_results(tmp_path: Path) -> None:
     committed = REPO / "docs" / "results" / "h100"
-    row = committed / "distilbert-sst2" / "trt-fp16" / "bs1.json"
+    row = committed / "distilbert-sst2" / "torch-eager-cuda-fp32" / "bs1.json"  # GPU baseline
     assert json.loads(row.read_text())["status"] == "ok"
-    copied = tmp_path / "results" / "bench" / "h100" / "distilbert-sst2" / "trt-fp16"
+    copied = tmp_path / "results" / "bench" / "h100" / "distilbert-sst2" / row.parent.name
     copied.mkdir(parents=True)
     unavailable = {**json.loads(row.read_text()), "status": "unavailable",
                    "reason": "no CUDA device", "views": {}}
