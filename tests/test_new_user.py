@@ -375,3 +375,26 @@ def test_unavailable_copy_is_used_when_nothing_measured(tmp_path: Path) -> None:
     _row(included, "trt-fp16", "unavailable")
     copy = _row(copied, "trt-fp16", "unavailable")
     assert list(pick_foreign([included], [copied], "m", []).values()) == [copy]
+
+
+# -- hostile trial: a model type without SDPA attention -------------------------------------
+
+MPNET = {"model_type": "mpnet", "vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 40}
+
+
+def test_model_without_sdpa_attention_is_a_row_that_says_what_to_set(tmp_path: Path) -> None:
+    from inferbench.prepare.model import compute_reference
+
+    card = prepare_model({"source": "architecture", "id": "mpnet-tiny", "architecture": MPNET},
+                         tmp_path / "hf", tmp_path / "card.json")
+    build_inputs(tmp_path / "hf", card, 16, 2, None, 0, tmp_path / "inputs.npz")
+    compute_reference(tmp_path / "hf", card, tmp_path / "inputs.npz",
+                      tmp_path / "reference.npz", 1)  # eager attention
+    paths = job_paths({"root": tmp_path})
+    row = run_job(settings_for("torch-eager"), 2, paths, "m", "local", tmp_path / "sdpa.json")
+    assert row["status"] == "unavailable"
+    assert "set `options: {attn_implementation: eager}`" in row["reason"]
+    row = run_job(settings_for("torch-eager", {"attn_implementation": "eager"}), 2, paths, "m",
+                  "local", tmp_path / "eager.json")
+    assert row["status"] == "ok", row["reason"]
