@@ -34,7 +34,7 @@ rule onnx_optimize:
         onnx=onnx_path("fused"),
         manifest=onnx_path("fused") + ".json",
     params:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
     conda:
         CONDA_ENV
@@ -53,7 +53,7 @@ rule onnx_fp16:
         onnx=onnx_path("fused-fp16"),
         manifest=onnx_path("fused-fp16") + ".json",
     params:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
     conda:
         CONDA_ENV
@@ -77,7 +77,7 @@ rule onnx_optimize_tuned:
         base="fused|fused-fp16",
         tuning=TUNING_PATTERN,
     params:
-        onnx=rules.onnx_export.output.onnx,
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
         fp16=lambda wildcards: "--fp16" if wildcards.base == "fused-fp16" else "",
     conda:
@@ -99,7 +99,7 @@ rule onnx_quantize:
     wildcard_constraints:
         graph="plain|fused",
     params:
-        onnx=lambda wildcards: f"{RESULTS}/onnx/{wildcards.model}/{wildcards.graph}.onnx",
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
     conda:
         CONDA_ENV
     log:
