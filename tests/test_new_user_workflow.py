@@ -167,3 +167,26 @@ def test_unavailable_rows_do_not_hide_committed_gpu_results(tmp_path: Path) -> N
     assert str(row) in output  # the measured H100 row
     assert str(copied / "bs1.json") not in output  # not the unmeasurable machine's
     assert f"{committed} " in output or str(committed) in output
+
+
+def test_run_that_fails_after_rewriting_rows_leaves_no_stale_summary(tmp_path: Path) -> None:
+    config = small_config(tmp_path / "results", [{"name": "echo", "kind": "fault"}], [1])
+    configfile = write(tmp_path / "c.yaml", config)
+    results = tmp_path / "results"
+    target = str(results / "summary_table.md")
+    first = snakemake(tmp_path, configfile, "--cores", "1", target)
+    assert first.returncode == 0, output_of(first)[-3000:]
+    assert (results / "summary.csv").is_file()
+    # the row is measured again, then the summary job fails (a broken included row)
+    broken = tmp_path / "elsewhere" / "a100" / config["model"]["name"] / "echo"
+    broken.mkdir(parents=True)
+    (broken / "bs1.json").write_text("{not json")
+    config["backends"][0]["options"] = {"mode": "jitter"}
+    config["include_results"] = [str(tmp_path / "elsewhere" / "a100")]
+    second = snakemake(tmp_path, write(tmp_path / "c.yaml", config), "--cores", "1", target)
+    output = output_of(second)
+    assert second.returncode != 0 and "Error in rule aggregate" in output
+    assert json.loads((results / "bench" / "local" / config["model"]["name"] / "echo" /
+                       "bs1.json").read_text())["options"] == {"mode": "jitter"}
+    assert not (results / "summary.csv").exists()  # it showed the row as it was
+    assert not (results / "summary_table.md").exists()
