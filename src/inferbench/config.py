@@ -291,6 +291,11 @@ def read_config_file(path: str | Path) -> Any:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Validate one config file on its own, as the workflow reads a --configfile."""
     raw = read_config_file(path)
+    if raw is not None and not isinstance(raw, Mapping):
+        try:
+            validate_config(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return validate_config({} if raw is None else raw)
 
 
@@ -319,7 +324,7 @@ def architecture_fields(model_type: str) -> set[str] | None:
     # (a config class that needs arguments: its fields are enough)
     with contextlib.suppress(Exception):
         names |= set(cls().to_dict())
-    return names
+    return {n for n in names if not n.startswith("_")}  # private bookkeeping fields
 
 
 def _check_architecture(model: Mapping[str, Any]) -> None:
