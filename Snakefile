@@ -4,7 +4,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A user's --configfile stands on its own: the default config is read only when
+# none is given (Snakemake would merge the user's file over it, so a key the user
+# left out, such as model.name, would silently come from the default).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

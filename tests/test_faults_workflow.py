@@ -319,7 +319,10 @@ def test_corrupted_engine_is_reported_then_rebuilt(sweep: dict) -> None:
     assert "engine.bin is corrupt" in row["reason"] and "latency" not in row
     assert any("corrupt artifact" in x for x in table_lines(sweep, "built"))
     # the fix the message gives rebuilds the engine, then benchmarks it, and only that
-    assert f"rebuild it with: snakemake --forcerun {shlex.quote(str(manifest))}" in row["reason"]
+    # (the run's own command: its cores, Snakefile, folder and --configfile)
+    assert (f"rebuild it with: snakemake --cores 2 --snakefile {REPO / 'Snakefile'} "
+            f"--directory {workdir} --configfile {configfile} --forcerun "
+            f"{shlex.quote(str(manifest))}") in row["reason"]
     dry = snakemake(workdir, configfile, "-n", "--cores", "1", "--forcerun", str(manifest),
                     "--until", "aggregate", sweep["target"])
     repeats = sweep["config"]["measurement"]["repeats"]

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from inferbench.measure.harness import set_thread_env
@@ -21,32 +22,67 @@ def _path_or_none(value: str | None) -> Path | None:
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
-    from inferbench.prepare.model import prepare_model
+    from inferbench.prepare.model import ModelSourceError, prepare_model
 
-    prepare_model(json.loads(args.model), Path(args.out_dir), Path(args.card))
+    model = json.loads(args.model)
+    try:
+        prepare_model(model, Path(args.out_dir), Path(args.card))
+    except (ModelSourceError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # e.g. a model type transformers has no class of this task for: one line, the
+        # refusal, with what to change
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ModelSourceError(
+            f"the model could not be prepared for task {model.get('task')!r}: "
+            f"{type(exc).__name__}: {first}. Check model.task (sequence-classification or "
+            "feature-extraction) and the model's config.json") from exc
 
 
 def cmd_inputs(args: argparse.Namespace) -> None:
+    """Inputs of one batch size; a failure is recorded in the outputs (prepare.failures)."""
+    from inferbench.io import atomic_write_json
+    from inferbench.prepare.failures import run_stage, write_failed_npz
     from inferbench.prepare.model import build_inputs, read_json
 
-    build_inputs(Path(args.model_dir), read_json(Path(args.card)), args.seq_len, args.batch,
-                 _path_or_none(args.sentences), args.seed, Path(args.out))
+    out = Path(args.out)
+
+    def record(reason: str, trace: str) -> None:
+        write_failed_npz(out, reason)
+        atomic_write_json(out.with_suffix(".json"), {"status": "error", "reason": reason,
+                                                     "batch": args.batch, "traceback": trace})
+
+    run_stage("inputs", lambda: build_inputs(
+        Path(args.model_dir), read_json(Path(args.card)), args.seq_len, args.batch,
+        _path_or_none(args.sentences), args.seed, out), record)
 
 
 def cmd_reference(args: argparse.Namespace) -> None:
     set_thread_env(args.threads)
+    from inferbench.prepare.failures import npz_failure, run_stage, write_failed_npz
     from inferbench.prepare.model import compute_reference, read_json
 
-    compute_reference(Path(args.model_dir), read_json(Path(args.card)), Path(args.inputs),
-                      Path(args.out), args.threads)
+    out = Path(args.out)
+    upstream = npz_failure(Path(args.inputs))
+    if upstream:
+        write_failed_npz(out, upstream)
+        return
+    run_stage("reference", lambda: compute_reference(
+        Path(args.model_dir), read_json(Path(args.card)), Path(args.inputs), out,
+        args.threads), lambda reason, _: write_failed_npz(out, reason))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from inferbench.prepare.failures import npz_failure, write_failed_onnx
     from inferbench.prepare.model import load_inputs, read_json
     from inferbench.prepare.onnx import export_onnx
 
+    upstream = npz_failure(Path(args.inputs)) or npz_failure(Path(args.reference))
+    if upstream:  # nothing to check the graph against: the rows say why
+        write_failed_onnx(Path(args.out), f"no ONNX export: {upstream}", "plain")
+        return
     with np.load(args.reference) as ref:
         reference = ref["output"]
     export = json.loads(args.export)
@@ -57,18 +93,37 @@ def cmd_export(args: argparse.Namespace) -> None:
                 dynamic_sequence=bool(export.get("dynamic_sequence", False)))
 
 
+def _derive_onnx(make: Callable[[], object], out: Path, variant: str, command: str) -> None:
+    """Make a graph from another; when that one is corrupt, write a failure record so
+    that the rows of this graph say so (and the summary is rebuilt from current rows)."""
+    from inferbench.io import CorruptArtifactError
+    from inferbench.prepare.failures import write_failed_onnx
+
+    try:
+        make()
+    except CorruptArtifactError as exc:
+        write_failed_onnx(out, f"corrupt artifact: {exc}", variant)
+        print(f"inferbench {command}: error (recorded for the benchmark rows): corrupt "
+              f"artifact: {exc}", file=sys.stderr)
+
+
 def cmd_optimize(args: argparse.Namespace) -> None:
     from inferbench.prepare.model import read_json
-    from inferbench.prepare.onnx import optimize_onnx, parse_tuning
+    from inferbench.prepare.onnx import optimize_onnx, parse_tuning, tuned_variant
 
-    optimize_onnx(Path(args.input), Path(args.out), read_json(Path(args.card)), args.opt_level,
-                  float16=args.fp16, tuning=parse_tuning(args.tuning or ""))
+    tuning = parse_tuning(args.tuning or "")
+    _derive_onnx(lambda: optimize_onnx(Path(args.input), Path(args.out),
+                                       read_json(Path(args.card)), args.opt_level,
+                                       float16=args.fp16, tuning=tuning),
+                 Path(args.out), tuned_variant("fused-fp16" if args.fp16 else "fused", tuning),
+                 "optimize")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from inferbench.prepare.onnx import quantize_onnx
 
-    quantize_onnx(Path(args.input), Path(args.out))
+    _derive_onnx(lambda: quantize_onnx(Path(args.input), Path(args.out)), Path(args.out),
+                 f"{Path(args.input).stem}-int8", "quantize")
 
 
 def cmd_quantize_static(args: argparse.Namespace) -> None:
@@ -558,11 +613,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says what is wrong and how to fix it: no traceback."""
     from inferbench.config import ConfigError
     from inferbench.io import CorruptArtifactError
+    from inferbench.prepare.failures import StageFailed
     from inferbench.prepare.model import ModelSourceError
     from inferbench.prepare.onnx import ExportError
     from inferbench.results import ResultFormatError
 
-    return ConfigError, CorruptArtifactError, ExportError, ModelSourceError, ResultFormatError
+    return (ConfigError, CorruptArtifactError, ExportError, ModelSourceError, ResultFormatError,
+            StageFailed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ torch or onnxruntime: the Snakefile imports it at parse time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -158,6 +159,11 @@ def _model_max_positions(model: Mapping[str, Any]) -> int | None:
 
 def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Return a defaulted copy of ``raw`` or raise ConfigError naming the bad key."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"the config is a YAML {_yaml_kind(raw)}, not a mapping of keys; it must look "
+            "like `model: {...}`, `seq_len: 128`, `batch_sizes: [1, 4]`, `backends: [...]` "
+            "(see workflow/schemas/config.schema.yaml)")
     config = copy.deepcopy(dict(raw))
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
@@ -189,6 +195,8 @@ def _check_semantics(config: dict[str, Any]) -> None:
             f"config key 'model.architecture' is required: no built-in architecture for "
             f"{model['id']!r} (built in: {', '.join(known)})"
         )
+    if source == "architecture":
+        _check_architecture(model)
     if source == "local" and not model.get("path"):
         raise ConfigError("config key 'model.path' is required when model.source is 'local'")
     model.setdefault("name", safe_name(model.get("id") or Path(model.get("path", "model")).name))
@@ -269,9 +277,94 @@ def _check_targets(config: Mapping[str, Any]) -> None:
                 )
 
 
+def _yaml_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number",
+            bool: "true/false"}.get(type(value), type(value).__name__)
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The YAML of a config file; a missing file or bad YAML is one ConfigError line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    with Path(path).open() as fh:
-        return validate_config(yaml.safe_load(fh) or {})
+    """Validate one config file on its own, as the workflow reads a --configfile."""
+    raw = read_config_file(path)
+    if raw is not None and not isinstance(raw, Mapping):
+        try:
+            validate_config(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return validate_config({} if raw is None else raw)
+
+
+# Fields every transformers config takes besides its model's own.
+COMMON_CONFIG_FIELDS = frozenset({
+    "model_type", "architectures", "num_labels", "id2label", "label2id", "problem_type",
+    "finetuning_task", "dtype", "torch_dtype", "transformers_version", "pad_token_id",
+    "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "tie_word_embeddings", "is_encoder_decoder", "is_decoder", "output_hidden_states",
+    "output_attentions", "return_dict", "chunk_size_feed_forward"})
+
+
+def architecture_fields(model_type: str) -> set[str] | None:
+    """Field names the transformers config class of ``model_type`` accepts (None: no
+    such model_type). Imports only transformers' configuration module (no torch)."""
+    import dataclasses
+
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        return None
+    cls = CONFIG_MAPPING[model_type]
+    names = set(COMMON_CONFIG_FIELDS) | set(getattr(cls, "attribute_map", {}) or {})
+    if dataclasses.is_dataclass(cls):
+        names |= {f.name for f in dataclasses.fields(cls)}
+    # (a config class that needs arguments: its fields are enough)
+    with contextlib.suppress(Exception):
+        names |= set(cls().to_dict())
+    return {n for n in names if not n.startswith("_")}  # private bookkeeping fields
+
+
+def _check_architecture(model: Mapping[str, Any]) -> None:
+    """model.architecture: a known model_type and only fields its config accepts (a
+    misspelt field would otherwise be stored and ignored: the default is built)."""
+    import difflib
+
+    fields = dict(model.get("architecture") or {})
+    if not fields:
+        return
+    base = builtin_architecture(model.get("id", "")) or {}
+    model_type = fields.get("model_type") or base.get("model_type")
+    if not model_type:
+        raise ConfigError(
+            "config key 'model.architecture.model_type' is required: no built-in "
+            f"architecture for {model.get('id')!r}; allowed: a transformers model_type "
+            "(e.g. bert, distilbert, roberta)")
+    allowed = architecture_fields(str(model_type))
+    if allowed is None:
+        raise ConfigError(
+            f"config key 'model.architecture.model_type': {model_type!r} is not a model type "
+            "of the installed transformers; allowed: one of transformers' model types "
+            "(e.g. bert, distilbert, roberta, albert, electra)")
+    unknown = sorted(set(fields) - allowed - set(base))
+    if unknown:
+        hints = [f"{name!r} -> {close[0]!r}" for name in unknown
+                 if (close := difflib.get_close_matches(name, sorted(allowed), n=1))]
+        raise ConfigError(
+            f"config key 'model.architecture': unknown field(s) {unknown} for model_type "
+            f"{model_type!r}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; allowed: {', '.join(sorted(allowed))}")
 
 
 def backend_specs(config: Mapping[str, Any]) -> Iterator[BackendSpec]:

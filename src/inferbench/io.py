@@ -75,8 +75,12 @@ class CorruptArtifactError(RuntimeError):
 
 def rebuild_hint(output: Path) -> str:
     """How to remake a rule's output: deleting it is not enough while the results made
-    from it exist (Snakemake does not remake a missing intermediate file)."""
-    return f"rebuild it with: snakemake --forcerun {shlex.quote(str(output))}"
+    from it exist (Snakemake does not remake a missing intermediate file). The command
+    is the running workflow's own (cores, Snakefile, the user's --configfile), so it
+    works when pasted."""
+    from inferbench.recovery import rerun_prefix
+
+    return f"rebuild it with: {rerun_prefix()} --forcerun {shlex.quote(str(output))}"
 
 
 def verify_files(folder: Path, files: Mapping[str, str], produced_by: Path) -> None:

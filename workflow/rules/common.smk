@@ -17,15 +17,34 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if USE_CONDA else sys.executable
-# Shell variables (not params), so the interpreter path never reruns a job.
+from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
+from inferbench import foreign as ib_foreign  # noqa: E402
+from inferbench import recovery as ib_recovery  # noqa: E402
+from inferbench.backends import registry as ib_registry  # noqa: E402
+from inferbench.prepare.onnx import OPTIMIZER_TUNINGS, VARIANTS  # noqa: E402
+
+# The command that reruns this workflow on this config (cores, Snakefile, folder, the
+# user's --configfile), for the hints jobs print, e.g. how to rebuild a corrupted file.
+try:
+    _CORES = workflow.cores
+except WorkflowError:  # --unlock, --lint: no --cores given
+    _CORES = None
+RERUN = shlex.join(ib_recovery.rerun_command(
+    _CORES, Path(workflow.main_snakefile), Path.cwd(),
+    workflow.overwrite_configfiles, workflow.config_settings.config_args or [], sys.argv))
+# Shell variables (not params), so neither the interpreter path nor the rerun command
+# ever reruns a job.
 shell.prefix(
     f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"IB_PYTHON={shlex.quote(PYTHON)}; "
+    f"export {ib_recovery.RERUN_ENV}={shlex.quote(RERUN)}; "
 )
-
-from inferbench import config as ib_config  # noqa: E402  (light: no torch, no onnxruntime)
-from inferbench.backends import registry as ib_registry  # noqa: E402
-from inferbench.prepare.onnx import OPTIMIZER_TUNINGS, VARIANTS  # noqa: E402
+# A lock left by a Snakemake killed with SIGKILL: say what to type (parse time, so it
+# comes before Snakemake's LockException).
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    _lock_hint = ib_recovery.stale_lock_hint(Path.cwd(), sys.argv)
+    if _lock_hint:
+        print(_lock_hint, file=sys.stderr)
 
 
 # inferbench's checks first: one line that names the key and the allowed values
@@ -174,13 +193,21 @@ def bench_results():
     ]
 
 
-def _result_files(folder):
-    """{(target, backend, file name): path} of one target's result folder."""
-    return {
-        (Path(folder).name, p.parts[-2], p.name): str(p)
-        for p in Path(folder).glob(f"{MODEL}/*/bs*.json")
-        if not p.name.startswith(".")
-    }
+def _foreign_files():
+    """{(target, backend, file): path} of the results measured on other targets."""
+    included = []
+    for folder in config["include_results"]:
+        if not Path(folder).is_dir():
+            print(f"inferbench: include_results folder {folder} is missing; skipped",
+                  file=sys.stderr)
+            continue
+        included.append(Path(folder))
+    root = Path(RESULTS) / "bench"
+    copied = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return ib_foreign.pick_foreign(included, copied, MODEL, TARGETS)
+
+
+FOREIGN = _foreign_files()
 
 
 def foreign_results():
@@ -188,19 +215,18 @@ def foreign_results():
 
     Those copied into results/bench/<target>/, then those in `include_results`
     folders (e.g. the committed docs/results/h100), a copy in results/bench/ winning
-    over an included one. Targets this run measures are never read from either.
+    over an included one, except that an `unavailable` row (a machine that could not
+    measure it) never hides a measured one (inferbench.foreign). Targets this run
+    measures are never read from either.
     """
-    found = {}
-    for folder in config["include_results"]:
-        if not Path(folder).is_dir():
-            print(f"inferbench: include_results folder {folder} is missing; skipped",
-                  file=sys.stderr)
-            continue
-        found.update(_result_files(folder))
-    root = Path(RESULTS) / "bench"
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        found.update(_result_files(folder))
-    return sorted(path for key, path in found.items() if key[0] not in TARGETS)
+    return [str(path) for path in FOREIGN.values()]
+
+
+def row_sources():
+    """{target: {folder: rows}} for the summary header: where each target's rows are from."""
+    own = {t: {f"{RESULTS}/bench/{t} (this run)": sum(
+        len(backend_batches(name)) for name in BACKENDS)} for t in TARGETS}
+    return {**own, **ib_foreign.source_counts(FOREIGN)}
 
 
 # Per-target executor resources and device slots, for build_engine and bench. A
@@ -255,6 +281,10 @@ def aggregate_context():
             "expect": ib_config.target_expectations(config),
             "prices": target_prices(),
             "accuracy": {"dataset": accuracy_dataset()},
+            "configfiles": [str(f) for f in workflow.overwrite_configfiles]
+            or ["config/config.yaml"],
+            "sentences": bool(config.get("sentences")),
+            "sources": row_sources(),
         },
         sort_keys=True,
     )
@@ -367,6 +397,8 @@ def compare_outputs():
     if COMPARE.get("baseline"):
         outputs += [rules.compare_runs.output.md, rules.compare_runs.output.png]
     return outputs
+
+
 # -- calibration of the static INT8 models (workflow/rules/calibration.smk, build.smk) --
 
 
@@ -383,3 +415,20 @@ def calibrated(name):
 
 def build_calibration(wildcards):
     return {"calibration": calibration_npz()} if calibrated(wildcards.backend) else {}
+
+
+# A run that stopped with failed jobs may have rewritten rows without reaching the
+# summary: the old summary would then show rows that no longer hold, so it goes
+# (the next run that gets that far rebuilds it).
+onerror:
+    _stale = ib_recovery.stale_summary(
+        Path(f"{RESULTS}/summary.csv"), [Path(p) for p in bench_results()]
+    )
+    if _stale:
+        for _path in (f"{RESULTS}/summary.csv", f"{RESULTS}/summary_table.md"):
+            Path(_path).unlink(missing_ok=True)
+        print(
+            f"inferbench: removed {RESULTS}/summary_table.md and summary.csv: {_stale}; "
+            "the summary is rebuilt once the failed jobs succeed",
+            file=sys.stderr,
+        )

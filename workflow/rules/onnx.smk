@@ -21,39 +21,46 @@ rule onnx_export:
         " --out {output.onnx:q} > {log:q} 2>&1"
 
 
+# A graph made from another depends on that graph's manifest (its sha256, checked by
+# the job before it reads the graph), not on the graph file: a graph damaged in place
+# (truncated, edited) then remakes, and so first deletes, none of the good graphs made
+# from it; the rows that read the damaged graph say how to rebuild it. A rebuilt graph
+# rewrites its manifest, which remakes everything made from it.
 rule onnx_optimize:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        source=rules.onnx_export.output.manifest,
         card=rules.prepare_model.output.card,
     output:
         onnx=onnx_path("fused"),
         manifest=onnx_path("fused") + ".json",
     params:
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
     conda:
         CONDA_ENV
     log:
         f"logs/onnx_optimize/{MODEL}.log",
     shell:
-        "\"$IB_PYTHON\" -m inferbench optimize --input {input.onnx:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench optimize --input {params.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
 rule onnx_fp16:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        source=rules.onnx_export.output.manifest,
         card=rules.prepare_model.output.card,
     output:
         onnx=onnx_path("fused-fp16"),
         manifest=onnx_path("fused-fp16") + ".json",
     params:
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
     conda:
         CONDA_ENV
     log:
         f"logs/onnx_fp16/{MODEL}.log",
     shell:
-        "\"$IB_PYTHON\" -m inferbench optimize --fp16 --input {input.onnx:q} --card {input.card:q}"
+        "\"$IB_PYTHON\" -m inferbench optimize --fp16 --input {params.onnx:q} --card {input.card:q}"
         " --opt-level {params.opt_level} --out {output.onnx:q} > {log:q} 2>&1"
 
 
@@ -61,7 +68,7 @@ rule onnx_fp16:
 # backend's fast_gelu / raw_attention_mask options): fused[-fp16]-<tuning>.onnx.
 rule onnx_optimize_tuned:
     input:
-        onnx=rules.onnx_export.output.onnx,
+        source=rules.onnx_export.output.manifest,
         card=rules.prepare_model.output.card,
     output:
         onnx=f"{RESULTS}/onnx/{{model}}/{{base}}-{{tuning}}.onnx",
@@ -70,6 +77,7 @@ rule onnx_optimize_tuned:
         base="fused|fused-fp16",
         tuning=TUNING_PATTERN,
     params:
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
         opt_level=config["export"]["optimizer_opt_level"],
         fp16=lambda wildcards: "--fp16" if wildcards.base == "fused-fp16" else "",
     conda:
@@ -78,22 +86,24 @@ rule onnx_optimize_tuned:
         "logs/onnx_optimize_tuned/{model}_{base}-{tuning}.log",
     shell:
         "\"$IB_PYTHON\" -m inferbench optimize {params.fp16} --tuning {wildcards.tuning}"
-        " --input {input.onnx:q} --card {input.card:q} --opt-level {params.opt_level}"
+        " --input {params.onnx:q} --card {input.card:q} --opt-level {params.opt_level}"
         " --out {output.onnx:q} > {log:q} 2>&1"
 
 
 rule onnx_quantize:
     input:
-        onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx",
+        source=f"{RESULTS}/onnx/{{model}}/{{graph}}.onnx.json",
     output:
         onnx=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx",
         manifest=f"{RESULTS}/onnx/{{model}}/{{graph}}-int8.onnx.json",
     wildcard_constraints:
         graph="plain|fused",
+    params:
+        onnx=lambda wildcards, input: input.source.removesuffix(".json"),
     conda:
         CONDA_ENV
     log:
         "logs/onnx_quantize/{model}_{graph}.log",
     shell:
-        "\"$IB_PYTHON\" -m inferbench quantize --input {input.onnx:q} --out {output.onnx:q}"
+        "\"$IB_PYTHON\" -m inferbench quantize --input {params.onnx:q} --out {output.onnx:q}"
         " > {log:q} 2>&1"

@@ -74,6 +74,8 @@ def eligibility(card: Mapping[str, Any]) -> str | None:
         return "the model directory has no tokenizer"
     if card.get("task") != "sequence-classification":
         return f"task {card.get('task')} has no labels to score"
+    if card.get("head_warning"):  # a freshly initialised head scores chance
+        return f"random head: {card['head_warning']}"
     return None
 
 

@@ -44,6 +44,7 @@ from inferbench.backends.base import Unsupported
 from inferbench.config import canonical_json, config_hash
 from inferbench.io import CorruptArtifactError, atomic_write_json
 from inferbench.measure.stats import StoppingPolicy, collect, view_stats
+from inferbench.prepare.failures import StageFailed
 from inferbench.results import VIEW_UNITS, VIEWS, Result, View, write_result
 from inferbench.spec import BackendSpec
 
@@ -79,9 +80,20 @@ def base_result(settings: Mapping[str, Any], batch: int, model: str, target: str
                   settings_hash=config_hash(settings), started_at=now())
 
 
+# How allocators say they ran out of memory: CUDA, torch's CPU allocator, ONNX
+# Runtime's arena (CPU and CUDA), the C++ runtime, the kernel's ENOMEM.
+OUT_OF_MEMORY = ("out of memory", "defaultcpuallocator", "failed to allocate memory",
+                 "std::bad_alloc", "cannot allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return isinstance(exc, MemoryError) or any(p in text for p in OUT_OF_MEMORY)
+
+
 def error_reason(exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MemoryError) or "out of memory" in message.lower():
+    if is_out_of_memory(exc):
         message = f"out of memory: {message}"
     return message[:2000]
 
@@ -250,6 +262,8 @@ def measure_launch(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> 
         record.update(_measure(settings, batch, paths))
     except CorruptArtifactError as exc:
         record.update(status="error", reason=f"corrupt artifact: {exc}")
+    except StageFailed as exc:
+        record.update(status="error", reason=str(exc))
     except Unsupported as exc:
         record.update(status="unavailable", reason=f"unsupported here: {exc}"[:2000])
     except Exception as exc:
@@ -300,6 +314,11 @@ def _measure(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> dict[s
     availability = backend.availability()
     if not availability.ok:
         return {"status": "unavailable", "reason": availability.reason}
+    from inferbench.prepare.failures import npz_failure
+
+    upstream = npz_failure(paths.inputs) or npz_failure(paths.reference)
+    if upstream:  # the model could not be prepared at this batch size: say why
+        return {"status": "error", "reason": upstream}
 
     build_manifest: dict[str, Any] = {}
     if paths.build_manifest is not None:

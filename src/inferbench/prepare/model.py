@@ -75,6 +75,8 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
     seed = int(model_cfg.get("seed", 0))
     auto = _auto_class(task)
     tokenizer = None
+    tokenizer_folder: Path | None = None
+    loading: Mapping[str, Any] = {}
 
     if source == "architecture":
         fields = dict(builtin_architecture(model_cfg["id"]) or {})
@@ -95,8 +97,10 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         if not any((path / name).is_file() for name in WEIGHT_FILES):
             raise ModelSourceError(
                 f"model.path {str(path)!r} has no weights (looked for {', '.join(WEIGHT_FILES)})")
-        model = auto.from_pretrained(str(path), local_files_only=True)
+        model, loading = auto.from_pretrained(str(path), local_files_only=True,
+                                              output_loading_info=True)
         tokenizer = _try_tokenizer(str(path), local_only=True)
+        tokenizer_folder = path
         weights = "pretrained"
     elif source == "hub":
         model_id = model_cfg["id"]
@@ -104,7 +108,8 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         # instead of retrying each download for minutes.
         cache_only = not hub_reachable()
         try:
-            model = auto.from_pretrained(model_id, local_files_only=cache_only)
+            model, loading = auto.from_pretrained(model_id, local_files_only=cache_only,
+                                                  output_loading_info=True)
         except OSError as exc:
             raise _hub_error(model_id, exc, offline=cache_only) from exc
         tokenizer = _try_tokenizer(model_id, local_only=cache_only)
@@ -113,6 +118,14 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         raise ModelSourceError(f"unknown model.source {source!r}")
 
     model.eval()
+    # what the checkpoint was saved as (save_pretrained below overwrites it)
+    saved = list(getattr(model.config, "architectures", None) or [])
+    if source == "architecture":
+        tokenizer_note = "the model is built from its architecture and has no tokenizer"
+    else:
+        tokenizer_note = tokenizer_problem(tokenizer, tokenizer_folder)
+    if tokenizer_note:
+        tokenizer = None  # never tokenize with an empty or invented tokenizer
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
@@ -149,6 +162,12 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
         # each row's achieved TFLOP/s comes from them (inferbench.hardware).
         "flops": flops_from_config(config, task),
         "has_tokenizer": tokenizer is not None,
+        # why inputs are synthetic ids ("" when the model's tokenizer makes them)
+        "tokenizer": {"real": tokenizer is not None, "reason": tokenizer_note,
+                      "size": len(tokenizer) if tokenizer is not None else None},
+        "saved_architecture": saved[0] if saved and weights == "pretrained" else None,
+        "head_warning": head_warning(task, saved, type(model).__name__, loading)
+        if weights == "pretrained" else None,
         "files": {p.name: sha256_file(p) for p in sorted(out_dir.iterdir()) if p.is_file()},
         "transformers": transformers.__version__,
     }
@@ -156,12 +175,70 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: Path, card_path: Path) 
     return card
 
 
+# Files a tokenizer is read from; a model folder with none of them has no tokenizer,
+# whatever AutoTokenizer returns for it (transformers 5 can build an empty one).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model", "source.spm", "bpe.codes")
+
+
+def tokenizer_problem(tokenizer: Any, folder: Path | None) -> str:
+    """Why ``tokenizer`` cannot make real inputs ("" when it can): no tokenizer, no
+    tokenizer files in the model folder, or no vocabulary beyond special tokens."""
+    if folder is not None and not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        return (f"model.path has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+    if tokenizer is None:
+        return "no tokenizer could be loaded for the model"
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    size = len(tokenizer)
+    if size <= len(special):
+        return (f"its tokenizer has {size} token(s), none beyond its {len(special)} special "
+                "token(s): an empty tokenizer")
+    return ""
+
+
+def head_warning(task: str, saved: list[str], architecture: str,
+                 loading: Mapping[str, Any]) -> str | None:
+    """Why the checkpoint's weights do not cover the model that runs, or None.
+
+    ``saved`` is the checkpoint's `architectures` (what it was saved as).
+    transformers fills weights a checkpoint lacks (a classification head for a
+    headless encoder or a checkpoint of another task) with random values and only
+    logs a warning; the card and the summary say it instead.
+    """
+    missing = sorted(set(loading.get("missing_keys") or ())
+                     | {k[0] for k in loading.get("mismatched_keys") or ()})
+    if task == "feature-extraction":
+        missing = [k for k in missing if not k.startswith("pooler")]  # not used in pooling
+    wanted = "ForSequenceClassification" if task == "sequence-classification" else None
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    if wanted and saved and not any(a.endswith(wanted) for a in saved):
+        head = (f"its {shown} freshly initialised" if missing
+                else "its head weights were trained for that task, not this one")
+        return (f"the checkpoint was saved as {saved[0]} (a {_saved_task(saved[0])} "
+                f"checkpoint), but task {task} runs {architecture}: {head}.")
+    if missing:
+        return (f"{len(missing)} weight(s) of {architecture} are not in the checkpoint and "
+                f"were freshly initialised: {shown}.")
+    return None
+
+
+def _saved_task(architecture: str) -> str:
+    """'BertForTokenClassification' -> 'token-classification', 'BertModel' -> 'headless
+    encoder'."""
+    import re
+
+    if "For" not in architecture:
+        return "headless encoder"
+    words = re.findall(r"[A-Z][a-z]+|[A-Z]+(?![a-z])", architecture.split("For", 1)[1])
+    return "-".join(w.lower() for w in words)
+
+
 def _try_tokenizer(name_or_path: str, local_only: bool) -> Any:
     import transformers
 
     try:
         return transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
-    except (OSError, ValueError):
+    except Exception:  # missing or broken tokenizer files: synthetic ids, with the reason
         return None
 
 
@@ -230,7 +307,10 @@ def compute_reference(model_dir: Path, card: Mapping[str, Any], inputs_path: Pat
         tensors = [torch.from_numpy(a) for a in ordered_inputs(inputs, card["input_names"])]
         output = wrapper(*tensors).float().numpy()
     if not np.isfinite(output).all():
-        raise ValueError("the FP32 reference output holds NaN or Inf: the model is broken")
+        raise ValueError(
+            "the FP32 reference output holds NaN or Inf: the model's weights (or its config) "
+            "give non-finite outputs, so no backend can be checked against it; check the "
+            "checkpoint's weights")
     atomic_write_npz(out_path, {"output": output})
     return output
 

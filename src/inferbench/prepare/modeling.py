@@ -54,12 +54,25 @@ def build_wrapper(model: Any, task: str, input_names: list[str]) -> torch.nn.Mod
 def load_model(model_dir: Path, task: str, attn_implementation: str = "sdpa") -> Any:
     """Load the save_pretrained directory in FP32, eval mode, offline."""
     cls = _auto_class(task)
-    model = cls.from_pretrained(
-        str(model_dir),
-        attn_implementation=attn_implementation,
-        local_files_only=True,
-        dtype="float32",
-    )
+    try:
+        model = cls.from_pretrained(
+            str(model_dir),
+            attn_implementation=attn_implementation,
+            local_files_only=True,
+            dtype="float32",
+        )
+    except ValueError as exc:
+        if "scaled_dot_product_attention" not in str(exc):
+            raise
+        # e.g. DeBERTa-v2, MPNet: transformers has no SDPA attention for them. Not a
+        # silent switch to eager attention: the row would then measure something else
+        # than its options say.
+        from inferbench.backends.base import Unsupported
+
+        raise Unsupported(
+            f"transformers has no {attn_implementation} attention for this model type "
+            "(scaled_dot_product_attention); set `options: {attn_implementation: eager}` "
+            "on this backend") from None
     return model.eval()
 
 

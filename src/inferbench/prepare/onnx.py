@@ -110,7 +110,13 @@ def _write_manifest(onnx_path: Path, extra: Mapping[str, Any]) -> dict[str, Any]
 
 
 def load_verified(onnx_path: Path) -> dict[str, Any]:
-    """Manifest of ``onnx_path`` after checking the file against it."""
+    """Manifest of ``onnx_path`` after checking the file against it (StageFailed when
+    it is the failure record of a stage upstream)."""
+    from inferbench.prepare.failures import StageFailed, onnx_failure
+
+    upstream = onnx_failure(onnx_path)
+    if upstream:
+        raise StageFailed(upstream)
     try:
         manifest = read_manifest(onnx_path)
     except (OSError, ValueError) as exc:
@@ -195,6 +201,13 @@ def optimize_onnx(in_path: Path, out_path: Path, card: Mapping[str, Any], opt_le
     with the optimizer choices ``tuning`` (see OPTIMIZER_TUNINGS) beyond its defaults."""
     from onnxruntime.transformers import optimizer
 
+    from inferbench.prepare.failures import onnx_failure, write_failed_onnx
+
+    upstream = onnx_failure(in_path)
+    variant = tuned_variant("fused-fp16" if float16 else "fused", tuning)
+    if upstream:
+        write_failed_onnx(out_path, upstream, variant)
+        return {"status": "error", "reason": upstream}
     load_verified(in_path)
     model_type = OPTIMIZER_MODEL_TYPES.get(str(card.get("model_type")), "bert")
     optimized = optimizer.optimize_model(
@@ -218,6 +231,12 @@ def quantize_onnx(in_path: Path, out_path: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from inferbench.prepare.failures import onnx_failure, write_failed_onnx
+
+    upstream = onnx_failure(in_path)
+    if upstream:
+        write_failed_onnx(out_path, upstream, f"{in_path.stem}-int8")
+        return {"status": "error", "reason": upstream}
     source = load_verified(in_path)
     with atomic_path(out_path) as tmp:
         quantize_dynamic(

@@ -270,16 +270,9 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame,
         lines += ["## Recommendation", "", *recommended,
                   "", "Only differences whose 95% interval excludes no difference are "
                   "stated; contended and noisy rows are not used.", ""]
-    if card.get("weights") == "random":
-        lines.append(
-            f"Model: the **architecture** of `{card.get('id')}` ({card.get('architecture')}, "
-            f"{card.get('parameters', 0) / 1e6:.1f} M parameters) with **seeded random "
-            f"weights** (seed {card.get('seed')}): no download was needed, and latency does "
-            "not depend on weight values. Accuracy figures would be meaningless and are not "
-            "reported.")
-    else:
-        lines.append(f"Model: `{card.get('id') or card.get('path')}` ({card.get('architecture')},"
-                     f" {card.get('parameters', 0) / 1e6:.1f} M parameters, pretrained weights).")
+    from inferbench.report.provenance import header_lines
+
+    lines += header_lines(card, context)
     lines += [
         "",
         f"Sequence length {context.get('seq_len')}, intra-op threads {context.get('threads')} "
