@@ -125,3 +125,15 @@ def quantized_layer_count(module: Any) -> int:
     plain = (torch.Tensor, torch.nn.Parameter)
     return sum(1 for sub in module.modules()
                if isinstance(sub, torch.nn.Linear) and type(sub.weight) not in plain)
+
+
+def quantize_linears(module: Any, config: Any, layers: str) -> int:
+    """Quantize the Linear layers ``layers`` selects in place with torchao's
+    ``quantize_``; how many were quantized (none is an error: nothing would be INT8)."""
+    from torchao.quantization import quantize_
+
+    quantize_(module, config, filter_fn=quantize_filter(layers))
+    count = quantized_layer_count(module)
+    if count == 0:
+        raise RuntimeError("torchao quantized no Linear layer to INT8")
+    return count

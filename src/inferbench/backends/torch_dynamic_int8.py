@@ -75,14 +75,9 @@ class TorchDynamicInt8(TorchEager):
         return Int8DynamicActivationInt8WeightConfig(version=2, act_mapping_type=mapping)
 
     def load_module(self, artifacts: Artifacts) -> Any:
-        from torchao.quantization import quantize_
-
         module = super().load_module(artifacts).eval()
-        quantize_(module, self.quant_config(),
-                  filter_fn=_torchao.quantize_filter(self.options.layers))
-        self.quantized_layers = _torchao.quantized_layer_count(module)
-        if self.quantized_layers == 0:
-            raise RuntimeError("torchao quantized no Linear layer to INT8")
+        self.quantized_layers = _torchao.quantize_linears(module, self.quant_config(),
+                                                          self.options.layers)
         return module
 
     def load(self, artifacts: Artifacts) -> None:

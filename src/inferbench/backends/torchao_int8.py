@@ -82,13 +82,8 @@ class TorchaoInt8(TorchCompile):
                       set_inductor_config=self.options.torchao_inductor_config)
 
     def transform(self, module: Any) -> Any:
-        from torchao.quantization import quantize_
-
-        quantize_(module, self.quant_config(),
-                  filter_fn=_torchao.quantize_filter(self.options.layers))
-        self.quantized_layers = _torchao.quantized_layer_count(module)
-        if self.quantized_layers == 0:
-            raise RuntimeError("torchao quantized no Linear layer to INT8")
+        self.quantized_layers = _torchao.quantize_linears(module, self.quant_config(),
+                                                          self.options.layers)
         return module
 
     def unsupported_reason(self, exc: BaseException) -> str | None:
