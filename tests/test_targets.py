@@ -194,7 +194,9 @@ def test_dry_run_gives_each_target_its_resources_and_slot(tmp_path: Path) -> Non
                         "runtime=7", "--cores", "1", "all")
     jobs = dry_run_jobs(out.stdout + out.stderr)
     bench = [j for j in jobs if j["rule"] == "bench"]
-    assert len(bench) == 2 * len(config["backends"]) * len(config["batch_sizes"])
+    # one job per launch of every row of both targets
+    assert len(bench) == (2 * len(config["backends"]) * len(config["batch_sizes"])
+                          * config["measurement"]["repeats"])
     for job in bench:
         target = re.search(r"target=([^,]+)", job["wildcards"]).group(1)
         res = resources_of(job)
@@ -234,9 +236,9 @@ def test_two_local_targets_and_merged_results(tmp_path: Path) -> None:
     for path in sorted((results / "bench").glob("*/tiny-distilbert/*/bs1.json")):
         row = json.loads(path.read_text())
         assert row["status"] == "ok", row.get("reason")
-        spans.setdefault(row["target"], []).append(
-            (datetime.fromisoformat(row["started_at"]),
-             datetime.fromisoformat(row["finished_at"])))
+        spans.setdefault(row["target"], []).extend(   # every launch, a job of its own
+            (datetime.fromisoformat(start), datetime.fromisoformat(end))
+            for start, end in row["launch_windows"])
     assert sorted(spans) == ["local", "local-b"]
     for target, pairs in spans.items():   # one device slot per target: never overlapping
         pairs.sort()
