@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import math
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbench.report.rows import Interval, percentile_interval
+from inferbench.report.rows import Interval
 
 SCHEMA_VERSION = 1
 
@@ -79,15 +78,14 @@ def eligibility(card: Mapping[str, Any]) -> str | None:
     return None
 
 
-def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
+def wilson(correct: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
     if n == 0:
         return float("nan"), float("nan")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _now() -> str:
@@ -219,15 +217,22 @@ def reference_row(rows: Sequence[Mapping[str, Any]], baseline: str | None
 
 def paired_delta(correct: np.ndarray, reference: np.ndarray, resamples: int, seed: int = 0
                  ) -> Interval:
-    """accuracy − reference accuracy, bootstrapped over examples (paired)."""
-    diff = correct.astype(np.float64) - reference.astype(np.float64)
+    """accuracy − reference accuracy, bootstrapped over examples (paired: one example
+    resampled on both sides; scipy's percentile bootstrap)."""
+    from scipy.stats import bootstrap
+
+    ours = correct.astype(np.float64)
+    theirs = reference.astype(np.float64)
+    diff = ours - theirs
     point = float(diff.mean())
     if np.all(diff == diff[0]):
         return Interval(point, point, point)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
-    low, high = percentile_interval(diff[idx].mean(axis=1))
-    return Interval(point, low, high)
+    found = bootstrap((ours, theirs), lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis),
+                      paired=True, vectorized=True, n_resamples=resamples,
+                      confidence_level=0.95, method="percentile",
+                      rng=np.random.default_rng(seed))
+    ci = found.confidence_interval
+    return Interval(point, float(ci.low), float(ci.high))
 
 
 def compare_accuracy(rows: Sequence[Mapping[str, Any]], baseline: str | None,
