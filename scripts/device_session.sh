@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine: installs the carried wheels (.whl/: snakemake's,
 # torchao's, LoadGen's) and the onnxruntime-gpu parts (.gpu/part_*, one or more per
-# call, kept in ~/parts), then runs one step of the GPU work with the real workflow.
+# call, kept in ~/parts; .gpu*/total says how many make the archive), then runs one
+# step of the GPU work with the real workflow.
 # Everything that must survive between calls lives in $HOME; every call packs what
 # exists so far into $OUT.
 # usage: scripts/device_session.sh <step>
 #   setup     install what has arrived, print the machine's fingerprint
 #   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable);
 #             ONLY="backend ..." runs only these backends' jobs (and what they need)
-#   fidelity  scripts/harness_fidelity.py for every GPU backend at batches 1 and 16
-#   second    a second, independent sweep at batches 1 and 16 (run-to-run check)
+#   fidelity  scripts/harness_fidelity.py at batches 1 and 16 for every GPU backend, or
+#             for FIDELITY_BACKENDS="name,name" (one per backend kind is enough)
+#   second    a second, independent sweep at batches 1 and 16 (run-to-run check), of
+#             every backend or of SECOND_ONLY="backend ..."
+#   serve     the serving scenarios of config/serving-gpu.yaml on the sweep's artifacts
 #   aoti      the AOTInductor reproduction
 set -uo pipefail
 step=${1:?step}
@@ -17,7 +21,7 @@ SITE=$HOME/site
 RESULTS=$HOME/ib_results
 SECOND=$HOME/ib_results_second
 mkdir -p "$SITE" "$HOME/parts"
-for carried in .gpu*; do [ -d "$carried" ] && cp -f "$carried"/part_* "$HOME/parts/"; done
+for carried in .gpu*; do [ -d "$carried" ] && cp -f "$carried"/* "$HOME/parts/"; done
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels"
@@ -27,7 +31,8 @@ if ls .whl/torchao-*.whl >/dev/null 2>&1 && [ ! -d "$SITE/torchao" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/torchao-*.whl
 fi
-if [ ! -f "$SITE/.ort_gpu_installed" ] && [ "$(ls "$HOME"/parts/part_* 2>/dev/null | wc -l)" = 4 ]; then
+if [ ! -f "$SITE/.ort_gpu_installed" ] && [ -f "$HOME/parts/total" ] \
+   && [ "$(ls "$HOME"/parts/part_* 2>/dev/null | wc -l)" = "$(cat "$HOME/parts/total")" ]; then
   rm -rf "$SITE"/onnxruntime "$SITE"/onnxruntime-*.dist-info
   cat "$HOME"/parts/part_* | xz -d | tar -x -C "$SITE" && touch "$SITE/.ort_gpu_installed"
 fi
@@ -43,8 +48,9 @@ smk() {
   local overrides=()
   while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do overrides+=("$1"); shift; done
   shift
+  # shellcheck disable=SC2086
   timeout -s INT "${SWEEP_SECONDS:-540}" python3 -m snakemake --cores 4 --scheduler greedy \
-    --configfile config/gpu.yaml --config results_dir="$results" conda_env=gpu \
+    --configfile config/gpu.yaml ${OVERLAY:-} --config results_dir="$results" conda_env=gpu \
     "${overrides[@]}" --keep-going "$@"
 }
 case $step in
@@ -66,9 +72,19 @@ case $step in
     smk "$RESULTS" -- $targets ;;
   fidelity)
     python3 scripts/harness_fidelity.py --config config/gpu.yaml --results-dir "$RESULTS" \
-      --backend all --batch "${FIDELITY_BATCHES:-1,16}" 2>&1 | tee "$RESULTS/harness_fidelity.md" ;;
+      --backend "${FIDELITY_BACKENDS:-all}" --batch "${FIDELITY_BATCHES:-1,16}" 2>&1 \
+      | tee "$RESULTS/harness_fidelity.md" ;;
   second)
-    smk "$SECOND" 'batch_sizes=[1,16]' -- all ;;
+    targets=all
+    if [ -n "${SECOND_ONLY:-}" ]; then
+      # shellcheck disable=SC2086
+      targets=$(python3 -m inferbench bench-targets --config config/gpu.yaml \
+        --results-dir "$SECOND" $SECOND_ONLY | grep -E '/bs(1|16)\.json$') || exit 2
+    fi
+    # shellcheck disable=SC2086
+    smk "$SECOND" 'batch_sizes=[1,16]' -- $targets ;;
+  serve)
+    OVERLAY=config/serving-gpu.yaml smk "$RESULTS" -- "$RESULTS/serving_table.md" ;;
   aoti)
     # The AOTInductor crash, reduced: which load variant crashes (see the script).
     mkdir -p "$RESULTS"

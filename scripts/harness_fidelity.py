@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/gpu.yaml")
     parser.add_argument("--backend", required=True,
-                        help="backend name from the config, or 'all' for every CUDA backend")
+                        help="backend names from the config, comma-separated, or 'all' for "
+                        "every CUDA backend")
     parser.add_argument("--batch", required=True, help="batch size(s), comma-separated")
     parser.add_argument("--results-dir", help="defaults to the config's results_dir")
     parser.add_argument("--iterations", type=int, default=400)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config)
     names = [b["name"] for b in config["backends"] if b.get("device", "cpu") == "cuda"] \
-        if args.backend == "all" else [args.backend]
+        if args.backend == "all" else [n for n in args.backend.split(",") if n]
     unknown = [n for n in names if n not in {b["name"] for b in config["backends"]}]
     if unknown:
         fail(f"backend(s) {unknown} not in {args.config}")
