@@ -349,6 +349,18 @@ def test_noise_flag_reads_the_primary_views_interval() -> None:
     assert jumpy.noisy is True
 
 
+def test_a_row_from_fewer_launches_than_asked_says_so() -> None:
+    from inferbench.measure.harness import base_result
+
+    settings = {**SETTINGS, "measurement": {**SETTINGS["measurement"], "repeats": 2}}
+    short = combine(base_result(settings, 2, "m", "t"), [launch_record([10.0] * 30)], settings)
+    assert short.status == "ok" and short.launches == 1
+    assert short.reason.startswith("1 of 2 launches")
+    full = combine(base_result(settings, 2, "m", "t"),
+                   [launch_record([10.0] * 30), launch_record([10.0] * 30)], settings)
+    assert full.reason == ""
+
+
 # -- contention, for real ----------------------------------------------------------------
 
 def _burn(seconds: float) -> None:

@@ -248,6 +248,13 @@ def combine(result: Result, records: list[dict[str, Any]], settings: Mapping[str
                          f"other load: {contended[0].why}")
     else:
         result.status = "ok"
+    repeats = int(measurement.get("repeats", 1))
+    if len(measured) < repeats and result.status in ("ok", "contended"):
+        # A row combined from fewer launches than asked for (a sweep cut short): its
+        # interval sees less of the spread between processes, and it says so.
+        short = (f"{len(measured)} of {repeats} launches: the interval misses the spread "
+                 "between launches")
+        result.reason = f"{result.reason}; {short}" if result.reason else short
     return result
 
 
