@@ -16,7 +16,7 @@ from inferbench.backends.base import ShapeSupport
 from inferbench.config import validate_config
 from inferbench.serve.batcher import DynamicBatcher
 from inferbench.serve.search import TrialResult, search_max_qps
-from inferbench.serve.tokenizer import save_tokenizer
+from inferbench.serve.tokenizer import save_tokenizer, tokenizer_name
 from inferbench.serve.traffic import (
     Traffic,
     build_traffic,
@@ -272,6 +272,41 @@ def test_traffic_from_sentences_through_a_tokenizer(tiny_model: dict, tmp_path: 
                       tmp_path / "t3.npz", saved)
 
 
+def test_default_traffic_is_the_sentences_file_through_the_committed_tokenizer(
+        tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the default config's serve_traffic job gets: every line of
+    config/sentences.txt, its length through the tokenizer rule traffic_tokenizer saved
+    (the committed folder), capped at seq_len."""
+    import transformers
+    import yaml
+
+    from inferbench.serve.settings import traffic_settings
+
+    monkeypatch.chdir(REPO)  # the config's paths are relative to the working directory
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    source = config["scenarios"]["traffic"]["tokenizer"]
+    assert source == "config/tokenizers/bert-base-uncased-wordpiece"
+    saved = tmp_path / "tokenizers" / tokenizer_name(source)
+    record = save_tokenizer(str(REPO / source), saved)
+    assert record["vocab_size"] == 30522 and record["tokenizer_class"] == "BertTokenizer"
+    assert set(record["files"]) <= {p.name for p in saved.iterdir()}
+    settings = {**traffic_settings(validate_config(config)), "seq_len": 32}
+    sentences = REPO / config["sentences"]
+    card = {**tiny_model["card"], "vocab_size": 30522}  # DistilBERT's vocabulary
+    traffic = build_traffic(tiny_model["root"] / "hf", card, settings, sentences,
+                            tmp_path / "traffic.npz", saved)
+    lines = sentences.read_text().splitlines()
+    assert traffic.count == len(lines) <= settings["samples"]
+    direct = transformers.AutoTokenizer.from_pretrained(str(REPO / source))
+    ids = [direct(line)["input_ids"] for line in lines]
+    assert traffic.lengths.tolist() == [min(len(i), 32) for i in ids]
+    assert 0 < int((traffic.lengths == 32).sum()) < len(lines)  # some capped, most not
+    for row, want in enumerate(ids):  # the very ids, not only their count
+        kept = want if len(want) <= 32 else want[:31] + want[-1:]  # truncation keeps [SEP]
+        assert traffic.arrays["input_ids"][row, :len(kept)].tolist() == kept
+    assert traffic.origin == f"sentences.txt through tokenizer {source}"
+
+
 def test_committed_tokenizer_is_the_package_tokenizer() -> None:
     """config/tokenizers/bert-base-uncased-wordpiece holds the package's files byte for
     byte (its README says so), and they are BERT's uncased WordPiece vocabulary."""
@@ -446,15 +481,19 @@ def test_default_and_thorough_serving_configs_are_valid() -> None:
     import yaml
 
     from inferbench.config import load_config
-    from inferbench.serve.settings import served_backends
+    from inferbench.serve.settings import served_backends, traffic_tokenizer
 
     default = load_config(REPO / "config" / "config.yaml")
     assert default["scenarios"]["run"] == ["SingleStream", "Offline", "Server"]
     assert served_backends(default) == ["torch-eager", "ort-cpu-int8"]
+    # real lengths: the sentences through the committed tokenizer (rule traffic_tokenizer)
+    assert traffic_tokenizer(default) == "config/tokenizers/bert-base-uncased-wordpiece"
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     thorough = yaml.safe_load((REPO / "config" / "serving.yaml").read_text())["scenarios"]
-    # the thorough file names the exported tokenizer; here: the same files, committed
-    thorough["traffic"]["tokenizer"] = "config/tokenizers/bert-base-uncased-wordpiece"
+    gpu = yaml.safe_load((REPO / "config" / "serving-gpu.yaml").read_text())["scenarios"]
+    # no export step first, and nothing the GPU machine lacks: the same committed folder
+    assert thorough["traffic"]["tokenizer"] == gpu["traffic"]["tokenizer"] == \
+        default["scenarios"]["traffic"]["tokenizer"]
     merged["scenarios"] = {**merged["scenarios"], **thorough}
     merged["export"] = {**merged["export"], **yaml.safe_load(
         (REPO / "config" / "serving.yaml").read_text())["export"]}
