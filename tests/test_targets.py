@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -267,6 +268,8 @@ def test_default_config_merges_the_committed_h100_results(tmp_path: Path) -> Non
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "sentences.txt").write_text(
         (REPO / "config" / "sentences.txt").read_text())
+    # the serving traffic's tokenizer, a folder relative to the working directory
+    shutil.copytree(REPO / "config" / "tokenizers", tmp_path / "config" / "tokenizers")
     committed = tmp_path / "docs" / "results" / "h100" / "distilbert-sst2"
     for backend in ("torch-eager", "trt-fp16"):
         (committed / backend).mkdir(parents=True)
@@ -279,3 +282,8 @@ def test_default_config_merges_the_committed_h100_results(tmp_path: Path) -> Non
     for backend in ("torch-eager", "trt-fp16"):
         assert f"docs/results/h100/distilbert-sst2/{backend}/bs1.json" in aggregate["input"]
     assert all("/h100/" not in j["output"] for j in jobs if j["rule"] == "bench")
+    # the serving traffic reads config/sentences.txt through the saved tokenizer
+    (tokenizer,) = [j for j in jobs if j["rule"] == "traffic_tokenizer"]
+    assert tokenizer["output"].endswith("results/tokenizers/bert-base-uncased-wordpiece")
+    (traffic,) = [j for j in jobs if j["rule"] == "serve_traffic"]
+    assert tokenizer["output"] in traffic["input"] and "sentences.txt" in traffic["input"]

@@ -3,10 +3,33 @@
 # the serving table. Functions: serve_common.smk.
 
 
+# The tokenizer of scenarios.traffic.tokenizer (package:<name> or a folder), saved once
+# into results/tokenizers/<name>/: the traffic reads it when the model has no tokenizer.
+rule traffic_tokenizer:
+    input:
+        unpack(traffic_tokenizer_inputs),
+    output:
+        folder=directory(SERVE_TOKENIZER_DIR),
+    wildcard_constraints:
+        tokenizer=traffic_tokenizer_name_pattern(),
+    params:
+        source=SERVE_TOKENIZER,
+        # a package's files are not inputs: an upgrade of it saves the tokenizer again
+        version=ib_tokenizer.package_version(SERVE_TOKENIZER) if SERVE_TOKENIZER else "",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/traffic_tokenizer/{tokenizer}.log",
+    shell:
+        "\"$IB_PYTHON\" -m inferbench traffic-tokenizer --source {params.source:q}"
+        " --out {output.folder:q} > {log:q} 2>&1"
+
+
 rule serve_traffic:
     input:
         card=rules.prepare_model.output.card,
         text=SERVE_TEXT or [],
+        tokenizer=traffic_tokenizer_dir(),
     output:
         npz=SERVE_TRAFFIC,
         meta=SERVE_TRAFFIC.replace(".npz", ".json"),
@@ -16,6 +39,9 @@ rule serve_traffic:
         text=lambda wildcards, input: (
             f"--text {shlex.quote(str(input.text))}" if input.text else ""
         ),
+        tokenizer=lambda wildcards, input: (
+            f"--tokenizer {shlex.quote(str(input.tokenizer))}" if input.tokenizer else ""
+        ),
     conda:
         CONDA_ENV
     log:
@@ -23,7 +49,7 @@ rule serve_traffic:
     shell:
         "\"$IB_PYTHON\" -m inferbench serve-traffic --model-dir {params.model_dir:q}"
         " --card {input.card:q} --settings {params.settings:q} {params.text}"
-        " --out {output.npz:q} > {log:q} 2>&1"
+        " {params.tokenizer} --out {output.npz:q} > {log:q} 2>&1"
 
 
 rule serve_reference:

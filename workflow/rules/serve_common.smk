@@ -1,6 +1,7 @@
 # Input and param functions of the serving stage (workflow/rules/serve.smk), kept out
 # of common.smk, which is about the benchmark sweep.
 from inferbench.serve import settings as ib_serve  # noqa: E402  (light: no runtime, no LoadGen)
+from inferbench.serve import tokenizer as ib_tokenizer  # noqa: E402  (light: no transformers)
 
 SERVE_PACKAGE = PACKAGE / "serve"
 SERVE_TRAFFIC = f"{RESULTS}/traffic/{MODEL}/seq{config['seq_len']}.npz"
@@ -8,8 +9,34 @@ SERVE_REFERENCE = f"{RESULTS}/reference/{MODEL}/traffic_seq{config['seq_len']}.n
 SERVE_RESULT = f"{RESULTS}/serve/{{target}}/{{model}}/{{backend}}/{{scenario}}-{{padding}}"
 SERVE_TEXT = ib_serve.traffic_file(config) if ib_serve.enabled(config) else None
 SERVE_TRAFFIC_SETTINGS = json.dumps(ib_serve.traffic_settings(config), sort_keys=True)
+# scenarios.traffic.tokenizer (package:<name> or a folder), saved by rule traffic_tokenizer
+# into SERVE_TOKENIZER_DIR; None when the traffic reads no text file or names none.
+SERVE_TOKENIZER = ib_serve.traffic_tokenizer(config)
+SERVE_TOKENIZER_DIR = f"{RESULTS}/tokenizers/{{tokenizer}}"
 # The batch whose latency ranking the serving ranking is compared with.
 RANKING_BATCH = 16 if 16 in BATCHES else max(BATCHES)
+
+
+def traffic_tokenizer_dir():
+    """The saved tokenizer the traffic reads, or nothing."""
+    if SERVE_TOKENIZER is None:
+        return []
+    return SERVE_TOKENIZER_DIR.format(tokenizer=ib_tokenizer.tokenizer_name(SERVE_TOKENIZER))
+
+
+def traffic_tokenizer_name_pattern():
+    """Only the configured tokenizer's folder: another name has no source to save."""
+    if SERVE_TOKENIZER is None:
+        return "(?!)"
+    return re.escape(ib_tokenizer.tokenizer_name(SERVE_TOKENIZER))
+
+
+def traffic_tokenizer_inputs(wildcards):
+    """A folder source's tokenizer files (editing one saves it again) and the code."""
+    return {
+        "files": ib_tokenizer.source_files(SERVE_TOKENIZER) if SERVE_TOKENIZER else [],
+        "code": report_code("serve.tokenizer"),
+    }
 
 
 def serving_results():

@@ -16,7 +16,14 @@ def cmd_serve_traffic(args: argparse.Namespace) -> None:
     from inferbench.serve.traffic import build_traffic
 
     build_traffic(Path(args.model_dir), read_json(Path(args.card)), json.loads(args.settings),
-                  _path_or_none(args.text), Path(args.out))
+                  _path_or_none(args.text), Path(args.out), _path_or_none(args.tokenizer))
+
+
+def cmd_traffic_tokenizer(args: argparse.Namespace) -> None:
+    from inferbench.serve.tokenizer import save_tokenizer
+
+    record = save_tokenizer(args.source, Path(args.out))
+    print(json.dumps(record, indent=2, sort_keys=True))
 
 
 def cmd_serve_reference(args: argparse.Namespace) -> None:
@@ -81,7 +88,14 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     for arg in ("model-dir", "card", "settings", "out"):
         p.add_argument(f"--{arg}", required=True)
     p.add_argument("--text", help="text file, one request a line")
+    p.add_argument("--tokenizer", help="tokenizer folder (used when the model has none)")
     p.set_defaults(func=cmd_serve_traffic)
+
+    p = sub.add_parser("traffic-tokenizer",
+                       help="save the traffic's tokenizer (package:<name> or a folder)")
+    p.add_argument("--source", required=True, help="scenarios.traffic.tokenizer")
+    p.add_argument("--out", required=True, help="folder to save it into")
+    p.set_defaults(func=cmd_traffic_tokenizer)
 
     p = sub.add_parser("serve-reference", help="FP32 eager output of every request, unpadded")
     for arg in ("model-dir", "card", "traffic", "out"):

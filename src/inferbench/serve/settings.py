@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from inferbench.serve.tokenizer import ALLOWED, source_problem
 from inferbench.spec import ConfigError
 
 SCENARIOS = ("SingleStream", "Offline", "Server")
@@ -25,6 +26,14 @@ def traffic_file(config: Mapping[str, Any]) -> str | None:
     if traffic["source"] != "sentences":
         return None
     return traffic.get("file") or config.get("sentences")
+
+
+def traffic_tokenizer(config: Mapping[str, Any]) -> str | None:
+    """``scenarios.traffic.tokenizer`` when the traffic reads a text file through it
+    (rule traffic_tokenizer saves it), else None."""
+    if not enabled(config) or traffic_file(config) is None:
+        return None
+    return config["scenarios"]["traffic"].get("tokenizer") or None
 
 
 def check_scenarios(config: dict[str, Any]) -> None:
@@ -59,10 +68,10 @@ def check_scenarios(config: dict[str, Any]) -> None:
                 f"config key '{key}': traffic file {source!r} does not exist; allowed: a "
                 "text file with one request a line (relative to the working directory)")
     tokenizer = traffic.get("tokenizer")
-    if tokenizer and not Path(tokenizer).is_dir():
+    problem = source_problem(tokenizer) if tokenizer is not None else ""
+    if problem:
         raise ConfigError(
-            f"config key 'scenarios.traffic.tokenizer': {tokenizer!r} is not a folder; "
-            "allowed: a tokenizer saved with save_pretrained")
+            f"config key 'scenarios.traffic.tokenizer': {problem}; allowed: {ALLOWED}")
 
 
 def served_backends(config: Mapping[str, Any]) -> list[str]:

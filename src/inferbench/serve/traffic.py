@@ -118,31 +118,35 @@ def synthetic_lengths(count: int, median: float, sigma: float, seq_len: int,
     return np.clip(np.rint(raw), 2, seq_len).astype(np.int64)
 
 
-def _tokenizer(model_dir: Path, card: Mapping[str, Any], settings: Mapping[str, Any]
-               ) -> tuple[Any, str]:
+def _tokenizer(model_dir: Path, card: Mapping[str, Any], settings: Mapping[str, Any],
+               tokenizer_dir: Path | None) -> tuple[Any, str]:
     import transformers
 
     if card.get("has_tokenizer"):
         where = str(model_dir)
         label = "the model's tokenizer"
-    elif settings.get("tokenizer"):
-        where = str(settings["tokenizer"])
-        label = f"tokenizer {Path(where).name}"
+    elif tokenizer_dir is not None:
+        # saved by rule traffic_tokenizer; the label names what the config asked for
+        where = str(tokenizer_dir)
+        label = f"tokenizer {settings.get('tokenizer') or tokenizer_dir.name}"
     else:
         return None, ""
     return transformers.AutoTokenizer.from_pretrained(where, local_files_only=True), label
 
 
 def build_traffic(model_dir: Path, card: Mapping[str, Any], settings: Mapping[str, Any],
-                  text_file: Path | None, out_path: Path) -> Traffic:
+                  text_file: Path | None, out_path: Path,
+                  tokenizer_dir: Path | None = None) -> Traffic:
     """Write ``traffic.npz`` (+ ``.json``): one request per line of ``text_file``
-    through a tokenizer, else seeded synthetic lengths and ids."""
+    through the model's tokenizer or else the one in ``tokenizer_dir`` (what
+    ``scenarios.traffic.tokenizer`` names, saved by :func:`serve.tokenizer.save_tokenizer`),
+    else seeded synthetic lengths and ids."""
     seq_len = int(settings["seq_len"])
     names = list(card["input_names"])
     seed = int(settings.get("seed", 0))
     tokenizer, label = (None, "")
     if settings["source"] == "sentences":
-        tokenizer, label = _tokenizer(model_dir, card, settings)
+        tokenizer, label = _tokenizer(model_dir, card, settings, tokenizer_dir)
     if tokenizer is not None and text_file is not None:
         lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
         lines = lines[: int(settings["samples"])]
