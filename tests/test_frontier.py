@@ -127,6 +127,16 @@ def test_achieved_rate_and_peak_fraction() -> None:
     assert hardware.achieved(flops, 0.0, 989.0)["achieved_tflops"] is None
 
 
+def test_onnx_runtime_cuda_fp32_counts_at_the_tf32_peak_unless_tf32_is_off() -> None:
+    from inferbench.backends.ort import runs_tf32
+
+    assert runs_tf32("cuda", "fp32", {"use_tf32": "1"})
+    assert runs_tf32("cuda", "fp32", {})  # the CUDA EP's default
+    assert not runs_tf32("cuda", "fp32", {"use_tf32": "0"})
+    assert not runs_tf32("cuda", "fp16", {"use_tf32": "1"})
+    assert not runs_tf32("cpu", "fp32", {})
+
+
 def test_math_precision_sets_the_peak() -> None:
     assert hardware.math_precision("int8", {"math_precision": "bf16"}) == "bf16"
     assert hardware.math_precision("fp32", {"tf32": True}) == "tf32"

@@ -85,6 +85,13 @@ class OrtOptions:
                                               ("rawmask", self.raw_attention_mask)) if on)
 
 
+def runs_tf32(device: str, precision: str, provider_options: dict[str, str]) -> bool:
+    """Whether FP32 GEMMs run on TF32 tensor cores: the CUDA EP's default unless its
+    ``use_tf32`` option is 0 (the row's peak is then the TF32 one)."""
+    return device == "cuda" and precision == "fp32" and \
+        str(provider_options.get("use_tf32", "1")) != "0"
+
+
 def cuda_provider_options(options: OrtOptions, stream_handle: int | None) -> dict[str, str]:
     """CUDA EP provider options of one row (strings, as the Python API wants)."""
     provider = {"device_id": "0"}
@@ -364,6 +371,8 @@ class OnnxRuntime(Backend):
     def details(self) -> dict[str, Any]:
         import onnxruntime as ort
 
+        provider_options = self.session.get_provider_options().get(self.provider, {}) \
+            if self.spec.device == "cuda" else {}
         return {"providers": self.session.get_providers(), "onnxruntime": ort.__version__,
                 "graph": self.options.graph, "io_binding": self.options.io_binding,
                 "cuda_graph": self.options.cuda_graph,
@@ -376,5 +385,5 @@ class OnnxRuntime(Backend):
                         "activations": self.options.activations}
                        if self.options.quantization == "static" else {})}
                    if self.spec.precision == "int8" else {}),
-                "provider_options": self.session.get_provider_options().get(self.provider, {})
-                if self.spec.device == "cuda" else {}}
+                "provider_options": provider_options,
+                "tf32": runs_tf32(self.spec.device, self.spec.precision, provider_options)}
