@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from inferbench.measure.harness import set_thread_env
+# The standard library only: `bench` and `serve` start a worker per launch and must
+# stay cheap (see inferbench.measure.launches); sub-commands import what they use.
+from inferbench.measure.launches import set_thread_env
 
 
 def _path_or_none(value: str | None) -> Path | None:
@@ -175,21 +177,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     With ``--launch K`` (the workflow's job) one launch, written to ``--out`` as its raw
     record; it is skipped, repeating the outcome, when ``--previous`` (launch K-1's
     record) was unavailable or failed. Without it, every launch of the row and their
-    combination. This process imports no runtime."""
+    combination. This process imports no runtime, and with ``--launch`` nothing beyond
+    the standard library."""
     from inferbench.io import atomic_write_json
-    from inferbench.measure.harness import launch_record, repeatable, run_job, skipped_record
+    from inferbench.measure.launches import launch_record, repeatable, skipped_record
 
     settings = json.loads(args.settings)
-    hint = _crash_hint(settings)
 
     def launch(index: int, path: Path) -> str | None:
         launch_args = argparse.Namespace(**{**vars(args), "out": str(path), "launch": None,
                                             "previous": None})
         how = _run_in_worker("bench-launch", launch_args, path)
-        return None if how is None else how + hint
+        # the hint imports every backend module: only for a worker that died
+        return None if how is None else how + _crash_hint(settings)
 
     out = Path(args.out)
     if args.launch is None:
+        from inferbench.measure.harness import run_job
+
         run_job(settings, args.batch, args.model, args.target, out, launch)
         return
     if args.previous:

@@ -40,7 +40,7 @@ class ServePaths:
 
 
 def now() -> str:
-    from inferbench.measure.harness import now as harness_now
+    from inferbench.measure.launches import now as harness_now
 
     return harness_now()
 
