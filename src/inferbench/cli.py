@@ -633,8 +633,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
 # Commands whose process loads a runtime and the model, writes its output and has
 # nothing left to do. Tearing the interpreter down after them (freeing thousands of
 # modules: torch, transformers, sympy) took 0.9-1.4 s of every torch benchmark launch,
-# more than its whole latency pass at batch 1; they leave at once instead.
-EXIT_AT_ONCE = frozenset({"bench-launch", "serve-worker", "reference", "serve-reference"})
+# more than its whole latency pass at batch 1; they leave at once instead. Not the
+# engine builds: a compiler's worker pools (Inductor's) are shut down at exit.
+EXIT_AT_ONCE = frozenset({"bench-launch", "serve-worker", "reference", "serve-reference",
+                          "accuracy", "prepare-model", "export"})
 
 
 def _exit_at_once() -> NoReturn:
