@@ -102,3 +102,75 @@ def test_gpu_rows_are_unavailable_without_cuda(tiny_model: dict, tmp_path: Path)
                          tmp_path / f"{backend}.json")
         assert result["status"] == "unavailable"
         assert "CUDA" in result["reason"]
+
+
+# -- fixed cost of a launch: what loading the model imports -----------------------------
+def test_the_model_class_comes_from_the_card_else_the_auto_class(tiny_model: dict) -> None:
+    import torch
+    import transformers
+
+    from inferbench.prepare.modeling import load_model, model_class
+
+    card, model_dir = tiny_model["card"], tiny_model["root"] / "hf"
+    task = card["task"]
+    assert model_class(task, card["architecture"]) is getattr(transformers, card["architecture"])
+    for unknown in (None, "NoSuchModelForSequenceClassification", "AutoConfig"):
+        assert model_class(task, unknown) is transformers.AutoModelForSequenceClassification
+    # the Auto class resolves the same class from config.json: same module, same outputs
+    direct = load_model(model_dir, task, architecture=card["architecture"])
+    auto = load_model(model_dir, task)
+    assert type(direct) is type(auto)
+    inputs = {k: torch.from_numpy(v) for k, v in load_inputs(tiny_model["root"] /
+                                                             "inputs.npz").items()}
+    with torch.inference_mode():
+        assert torch.equal(direct(**inputs).logits, auto(**inputs).logits)
+
+
+def test_loading_a_model_imports_neither_torchao_nor_scipy(tiny_model: dict) -> None:
+    """transformers imports them whenever they are installed (0.5 s of each torch
+    launch); loading and running an unquantized model uses neither."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import json, sys; from pathlib import Path; "
+            "from inferbench.prepare.modeling import load_wrapper; "
+            "card = json.loads(Path(sys.argv[1]).read_text()); "
+            "wrapper = load_wrapper(Path(sys.argv[2]), card); "
+            "print(type(wrapper.model).__name__, 'torchao' in sys.modules, "
+            "'scipy' in sys.modules)")
+    root = tiny_model["root"]
+    out = subprocess.run([sys.executable, "-c", code, str(root / "card.json"), str(root / "hf")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert out.stdout.split() == [tiny_model["card"]["architecture"], "False", "False"]
+    assert "Failed to load" not in out.stderr
+
+
+def test_a_process_that_exits_at_once_leaves_its_output_whole(tiny_model: dict,
+                                                              tmp_path: Path) -> None:
+    """`python -m inferbench reference` ends without the interpreter's teardown (0.9 s
+    of each torch process); what it wrote and printed is all there."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from helpers import REPO
+
+    root = tiny_model["root"]
+    out = tmp_path / "reference.npz"
+    code = ("import atexit, sys; atexit.register(lambda: print('teardown ran')); "
+            "print('before'); sys.argv[0] = 'inferbench'; import runpy; "
+            "runpy.run_module('inferbench', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", code, "reference", "--model-dir",
+                          str(root / "hf"), "--card", str(root / "card.json"), "--inputs",
+                          str(root / "inputs.npz"), "--out", str(out), "--threads", "1"],
+                         capture_output=True, text=True, env={**os.environ,
+                                                              "PYTHONPATH": str(REPO / "src")})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["before"]  # flushed, and no teardown after it
+    with np.load(out) as new, np.load(root / "reference.npz") as fixture:
+        assert np.array_equal(new["output"], fixture["output"])

@@ -6,6 +6,8 @@ quantization or a missing package gives."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,6 +181,25 @@ def test_nncf_not_installed_gives_the_install_hint(monkeypatch: pytest.MonkeyPat
     assert registry.get("openvino")(_spec("openvino"), 1).availability().ok  # FP32: no NNCF
     found = registry.get("openvino")(_spec("openvino", "int8"), 1).availability()
     assert not found.ok and "nncf is not installed (install nncf==" in found.reason
+    found = registry.get("openvino")(_spec("openvino", "int8"), 1).build_availability()
+    assert not found.ok and "nncf is not installed (install nncf==" in found.reason
+
+
+def test_an_openvino_int8_run_does_not_import_nncf() -> None:
+    """NNCF made the INT8 IR at build time; each benchmark launch only checks that it
+    is installed (importing it took 2.8 s of every launch)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    code = ("import sys; from inferbench.backends import registry; "
+            "from inferbench.spec import BackendSpec; "
+            "spec = BackendSpec.from_entry({'name': 'ov', 'kind': 'openvino', 'device': 'cpu', "
+            "'precision': 'int8', 'options': {}}); "
+            "assert registry.get('openvino')(spec, 1).availability().ok; "
+            "print('nncf' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    assert out[-1] == "False"
 
 
 @pytest.mark.parametrize("kind", ["torch-dynamic-int8", "torchao-pt2e-int8"])

@@ -10,6 +10,7 @@ from inferbench.measure.stats import (
     StoppingPolicy,
     collect,
     hierarchical_replicates,
+    linear_percentile,
     median_rel_halfwidth,
     view_stats,
 )
@@ -65,6 +66,42 @@ def test_hierarchical_replicates_of_the_mean() -> None:
     replicates = hierarchical_replicates([[1.0, 1.0], [3.0, 3.0]], "mean", 400, seed=0)
     assert set(np.round(replicates, 6)) <= {1.0, 2.0, 3.0}
     assert 1.5 < replicates.mean() < 2.5
+
+
+def test_linear_percentile_is_numpys_bit_for_bit() -> None:
+    """The bootstrap's percentile skips np.percentile's machinery, never its result."""
+    rng = np.random.default_rng(4)
+    for trial in range(3000):
+        n = int(rng.integers(1, 150))
+        values = [rng.lognormal(3, 1, n), rng.integers(0, 4, n).astype(float),
+                  80 + rng.normal(0, 1e-3, n), rng.uniform(-1e6, 1e6, n)][trial % 4]
+        for q in (50, 95, 90, 99, 2.5, 0, 100, 37.3):
+            expected = np.percentile(values, q)
+            assert np.float64(linear_percentile(values, q)).tobytes() == expected.tobytes()
+
+
+def _replicates_with_np_percentile(launches: list[list[float]], q: float, resamples: int,
+                                   seed: int) -> np.ndarray:
+    groups = [np.asarray(g, dtype=np.float64) for g in launches]
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    for i in range(resamples):
+        picked = rng.integers(0, len(groups), len(groups))
+        out[i] = np.percentile(np.concatenate(
+            [groups[j][rng.integers(0, groups[j].size, groups[j].size)] for j in picked]), q)
+    return out
+
+
+@pytest.mark.parametrize("nonfinite", [False, True])
+def test_hierarchical_replicates_are_those_of_np_percentile(nonfinite: bool) -> None:
+    rng = np.random.default_rng(5)
+    launches = [rng.lognormal(3, 0.2, n).tolist() for n in (31, 7, 120)]
+    if nonfinite:
+        launches[1][3] = float("nan")
+        launches[2][0] = float("inf")
+    for q in (50, 95):
+        expected = _replicates_with_np_percentile(launches, q, 300, seed=9)
+        assert hierarchical_replicates(launches, q, 300, seed=9).tobytes() == expected.tobytes()
 
 
 def test_constant_samples_give_a_degenerate_interval() -> None:

@@ -1,3 +1,3 @@
 from inferbench.cli import main
 
-main()
+main(exit_when_done=True)

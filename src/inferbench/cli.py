@@ -7,14 +7,19 @@ settings are in the environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from inferbench.measure.harness import set_thread_env
+# The standard library only: `bench` and `serve` start a worker per launch and must
+# stay cheap (see inferbench.measure.launches); sub-commands import what they use.
+from inferbench.measure.launches import set_thread_env
 
 
 def _path_or_none(value: str | None) -> Path | None:
@@ -175,21 +180,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     With ``--launch K`` (the workflow's job) one launch, written to ``--out`` as its raw
     record; it is skipped, repeating the outcome, when ``--previous`` (launch K-1's
     record) was unavailable or failed. Without it, every launch of the row and their
-    combination. This process imports no runtime."""
+    combination. This process imports no runtime, and with ``--launch`` nothing beyond
+    the standard library."""
     from inferbench.io import atomic_write_json
-    from inferbench.measure.harness import launch_record, repeatable, run_job, skipped_record
+    from inferbench.measure.launches import launch_record, repeatable, skipped_record
 
     settings = json.loads(args.settings)
-    hint = _crash_hint(settings)
 
     def launch(index: int, path: Path) -> str | None:
         launch_args = argparse.Namespace(**{**vars(args), "out": str(path), "launch": None,
                                             "previous": None})
         how = _run_in_worker("bench-launch", launch_args, path)
-        return None if how is None else how + hint
+        # the hint imports every backend module: only for a worker that died
+        return None if how is None else how + _crash_hint(settings)
 
     out = Path(args.out)
     if args.launch is None:
+        from inferbench.measure.harness import run_job
+
         run_job(settings, args.batch, args.model, args.target, out, launch)
         return
     if args.previous:
@@ -622,14 +630,42 @@ def _user_errors() -> tuple[type[Exception], ...]:
             StageFailed)
 
 
-def main(argv: list[str] | None = None) -> None:
+# Commands whose process loads a runtime and the model, writes its output and has
+# nothing left to do. Tearing the interpreter down after them (freeing thousands of
+# modules: torch, transformers, sympy) took 0.9-1.4 s of every torch benchmark launch,
+# more than its whole latency pass at batch 1; they leave at once instead. Not the
+# engine builds: a compiler's worker pools (Inductor's) are shut down at exit.
+EXIT_AT_ONCE = frozenset({"bench-launch", "serve-worker", "reference", "serve-reference",
+                          "accuracy", "prepare-model", "export"})
+
+
+def _exit_at_once() -> NoReturn:
+    """Exit 0 without the interpreter's teardown, once every output is written and
+    closed: what Python, its logging and C libraries (stdio) still buffer is flushed."""
+    import ctypes
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None, exit_when_done: bool = False) -> None:
+    """Run one command. ``exit_when_done`` (``python -m inferbench``, how the workflow
+    runs every command) lets the commands of EXIT_AT_ONCE end the process when they
+    succeed; in-process callers (tests) leave it off."""
     args = build_parser().parse_args(argv)
+    command = args.func.__name__.removeprefix("cmd_").replace("_", "-")
     try:
         args.func(args)
     except _user_errors() as exc:
-        command = args.func.__name__.removeprefix("cmd_").replace("_", "-")
         print(f"inferbench {command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    if exit_when_done and command in EXIT_AT_ONCE:
+        _exit_at_once()
 
 
 if __name__ == "__main__":

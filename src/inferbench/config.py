@@ -16,13 +16,17 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from inferbench.naming import safe_name
 from inferbench.spec import BackendSpec, ConfigError
+
+if TYPE_CHECKING:
+    import jsonschema
+
+# jsonschema and yaml are imported where a config is read or validated: every job
+# process imports this module (for config_hash, the settings), and most never
+# validate a config; the two cost about 70 ms per process.
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -40,6 +44,8 @@ DEFAULT_PARITY: dict[str, dict[str, float]] = {
 
 
 def load_schema() -> dict[str, Any]:
+    import yaml
+
     with SCHEMA_PATH.open() as fh:
         return yaml.safe_load(fh)
 
@@ -73,7 +79,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         # e.g. `target`: a name or a list of names; report the closest alternative
         # (the branch of the instance's type; a type mismatch only when none fits)
         fitting = [e for e in error.context if e.validator != "type"] or error.context
-        closest = jsonschema.exceptions.best_match(fitting)
+        from jsonschema.exceptions import best_match
+
+        closest = best_match(fitting)
         hint = _allowed(closest.schema) if isinstance(closest.schema, dict) else ""
         return f"config key '{_key_path(closest)}': {closest.message}{hint}"
     return f"config key '{key}': {error.message}{_allowed(schema)}"
@@ -164,6 +172,8 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             f"the config is a YAML {_yaml_kind(raw)}, not a mapping of keys; it must look "
             "like `model: {...}`, `seq_len: 128`, `batch_sizes: [1, 4]`, `backends: [...]` "
             "(see workflow/schemas/config.schema.yaml)")
+    import jsonschema
+
     config = copy.deepcopy(dict(raw))
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
@@ -284,6 +294,8 @@ def _yaml_kind(value: Any) -> str:
 
 def read_config_file(path: str | Path) -> Any:
     """The YAML of a config file; a missing file or bad YAML is one ConfigError line."""
+    import yaml
+
     try:
         text = Path(path).read_text()
     except OSError as exc:

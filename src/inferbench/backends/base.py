@@ -159,6 +159,12 @@ class Backend(ABC):
     def availability(self) -> Availability:
         return Availability.yes()
 
+    def build_availability(self) -> Availability:
+        """Whether :meth:`build` can run here: by default what running needs. A backend
+        whose build uses a package its runs do not (NNCF for OpenVINO INT8) checks that
+        package here, so that each benchmark launch does not import it."""
+        return self.availability()
+
     @abstractmethod
     def load(self, artifacts: Artifacts) -> None: ...
 

@@ -28,9 +28,7 @@ A contention tracker brackets passes 3-5.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
-import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -43,6 +41,14 @@ import numpy as np
 from inferbench.backends.base import Unsupported
 from inferbench.config import canonical_json, config_hash
 from inferbench.io import CorruptArtifactError, atomic_write_json
+from inferbench.measure.launches import (
+    Launcher,
+    launch_record,
+    now,
+    repeatable,
+    set_thread_env,
+    skipped_record,
+)
 from inferbench.measure.stats import StoppingPolicy, collect, view_stats
 from inferbench.prepare.failures import StageFailed
 from inferbench.results import VIEW_UNITS, VIEWS, Result, View, write_result
@@ -59,16 +65,6 @@ class JobPaths:
     reference: Path
     onnx: Path | None = None
     build_manifest: Path | None = None
-
-
-def set_thread_env(threads: int) -> None:
-    """Thread counts must be set before torch or onnxruntime are imported."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def base_result(settings: Mapping[str, Any], batch: int, model: str, target: str) -> Result:
@@ -98,12 +94,7 @@ def error_reason(exc: BaseException) -> str:
     return message[:2000]
 
 
-# -- the parent: launches -------------------------------------------------------------
-
-Launcher = Callable[[int, Path], "str | None"]
-"""Runs launch ``i`` in a fresh process writing its record to the path; returns None
-when it did, else how the process died."""
-
+# -- the parent: launches (the per-launch record: inferbench.measure.launches) ---------
 
 def run_job(settings: Mapping[str, Any], batch: int, model: str, target: str,
             out_path: Path, launch: Launcher) -> Result:
@@ -118,35 +109,6 @@ def run_job(settings: Mapping[str, Any], batch: int, model: str, target: str,
         if not repeatable(records[-1]):
             break  # unavailable or error: more launches would say the same
     return combine_job(settings, batch, model, target, records, out_path)
-
-
-def launch_record(launch: Launcher, index: int, path: Path) -> dict[str, Any]:
-    """Launch ``index`` in a fresh process; its record, or an error record when the
-    process died (a crash in the runtime must still leave a row)."""
-    import json
-
-    started = now()
-    how = launch(index, path)
-    if how is not None:
-        record: dict[str, Any] = {
-            "status": "error",
-            "reason": f"benchmark process died ({how}); out of memory or a crash in the "
-                      "runtime"}
-    else:
-        record = json.loads(path.read_text())
-    record.update(launch=index, started_at=started, finished_at=now())
-    return record
-
-
-def repeatable(record: Mapping[str, Any]) -> bool:
-    """Whether another launch could say something new after this record."""
-    return record["status"] in ("ok", "contended", "parity_failed")
-
-
-def skipped_record(previous: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """The record of a launch not run because the one before it was unavailable or
-    failed: the same outcome, marked so that it is not counted as a launch."""
-    return {**previous, "launch": index, "skipped": True}
 
 
 def combine_job(settings: Mapping[str, Any], batch: int, model: str, target: str,
@@ -535,8 +497,9 @@ class RssSampler:
         return max(self.peak, self._process.memory_info().rss)
 
 
-__all__ = ["JobPaths", "Result", "base_result", "combine", "measure_launch", "run_job",
-           "set_thread_env", "write_launch"]
+__all__ = ["JobPaths", "Launcher", "Result", "base_result", "combine", "launch_record",
+           "measure_launch", "now", "repeatable", "run_job", "set_thread_env",
+           "skipped_record", "write_launch"]
 
 
 def in_process_launcher(settings: Mapping[str, Any], batch: int, paths: JobPaths) -> Launcher:

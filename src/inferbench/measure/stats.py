@@ -114,6 +114,24 @@ def collect(step: Callable[[], float], policy: StoppingPolicy,
     return samples
 
 
+def linear_percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (its default "linear" method) of a 1-D float64
+    array of finite values, bit for bit: the two order statistics around the virtual
+    index from one partition, then numpy's interpolation (``_lerp``). np.percentile's
+    general machinery costs about 0.1 ms a call, most of a bootstrap's time, and the
+    report jobs run thousands of bootstrap replicates."""
+    n = values.size
+    virtual = (n - 1) * (q / 100)
+    if virtual >= n - 1:
+        return float(values.max())
+    below = math.floor(virtual)
+    part = np.partition(values, (below, below + 1))
+    low, high = float(part[below]), float(part[below + 1])
+    t = virtual - below
+    diff = high - low
+    return high - diff * (1 - t) if t >= 0.5 else low + diff * t
+
+
 def hierarchical_replicates(launches: Sequence[Sequence[float]], percentile: float | str,
                             resamples: int = 2000, seed: int = 0) -> np.ndarray:
     """Bootstrap replicates of a percentile of the pooled samples: each replicate
@@ -126,12 +144,18 @@ def hierarchical_replicates(launches: Sequence[Sequence[float]], percentile: flo
     rng = np.random.default_rng(seed)
     out = np.empty(resamples)
     sizes = np.array([g.size for g in groups])
+    # np.percentile itself for samples holding NaN or infinities (its own handling)
+    fast = not isinstance(percentile, str) and all(bool(np.isfinite(g).all()) for g in groups)
     for i in range(resamples):
         picked = rng.integers(0, len(groups), len(groups))
         pooled = np.concatenate([groups[j][rng.integers(0, sizes[j], sizes[j])]
                                  for j in picked])
-        out[i] = pooled.mean() if isinstance(percentile, str) else np.percentile(pooled,
-                                                                                  percentile)
+        if isinstance(percentile, str):
+            out[i] = pooled.mean()
+        elif fast:
+            out[i] = linear_percentile(pooled, percentile)
+        else:
+            out[i] = np.percentile(pooled, percentile)
     return out
 
 

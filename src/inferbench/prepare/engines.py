@@ -33,7 +33,7 @@ def build_engine(settings: Mapping[str, Any], batch_sizes: list[int], model_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"backend": spec.name, "kind": spec.kind,
                                 "batch_sizes": batch_sizes}
-    availability = backend.availability()
+    availability = backend.build_availability()
     if not availability.ok:
         manifest.update(status="unavailable", reason=availability.reason)
     else:

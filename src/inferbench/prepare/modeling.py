@@ -8,7 +8,11 @@ traces the same wrapper, so parity compares like with like.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +20,12 @@ if TYPE_CHECKING:
     import torch
 
 INPUT_NAMES_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+# Installed packages that transformers imports as soon as it finds them, although
+# loading and running an unquantized model uses neither: torchao (for its quantizer
+# integration; 0.25 s and its "Failed to load _C_mxfp8" lines in every torch-eager
+# launch) and scipy (for the object-detection losses; 0.3 s).
+UNUSED_BY_MODELS = ("torchao", "scipy")
 
 
 def _auto_class(task: str) -> Any:
@@ -51,9 +61,55 @@ def build_wrapper(model: Any, task: str, input_names: list[str]) -> torch.nn.Mod
     return OutputWrapper().eval()
 
 
-def load_model(model_dir: Path, task: str, attn_implementation: str = "sdpa") -> Any:
+@contextmanager
+def _unseen_by_transformers(packages: tuple[str, ...]) -> Iterator[None]:
+    """While transformers is first imported, its availability checks (which call
+    ``importlib.util.find_spec``) do not find ``packages``, so it leaves them
+    unimported; it caches those answers for the process. Packages already imported
+    (a backend's own torchao) stay visible, and once transformers is imported this
+    changes nothing."""
+    hidden = {p for p in packages if p not in sys.modules}
+    if "transformers" in sys.modules or not hidden:
+        yield
+        return
+    find_spec = importlib.util.find_spec
+
+    def find_visible(name: str, package: str | None = None) -> Any:
+        return None if name.partition(".")[0] in hidden else find_spec(name, package)
+
+    importlib.util.find_spec = find_visible
+    try:
+        yield
+    finally:
+        importlib.util.find_spec = find_spec
+
+
+def _quantized_checkpoint(model_dir: Path) -> bool:
+    """Whether config.json names a quantization (its loader may need torchao)."""
+    try:
+        return "quantization_config" in json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return True  # unknown: hide nothing
+
+
+def model_class(task: str, architecture: str | None = None) -> Any:
+    """The class of the prepared model: ``architecture`` (the card's, the class
+    prepare_model built) imported directly, else the task's Auto class, which would
+    resolve the same class from config.json through its mapping of every model type."""
+    import transformers
+
+    cls = getattr(transformers, architecture, None) if architecture else None
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+        return cls
+    return _auto_class(task)
+
+
+def load_model(model_dir: Path, task: str, attn_implementation: str = "sdpa",
+               architecture: str | None = None) -> Any:
     """Load the save_pretrained directory in FP32, eval mode, offline."""
-    cls = _auto_class(task)
+    hidden = () if _quantized_checkpoint(model_dir) else UNUSED_BY_MODELS
+    with _unseen_by_transformers(hidden):
+        cls = model_class(task, architecture)
     try:
         model = cls.from_pretrained(
             str(model_dir),
@@ -78,7 +134,7 @@ def load_model(model_dir: Path, task: str, attn_implementation: str = "sdpa") ->
 
 def load_wrapper(model_dir: Path, card: Mapping[str, Any],
                  attn_implementation: str = "sdpa") -> torch.nn.Module:
-    model = load_model(model_dir, card["task"], attn_implementation)
+    model = load_model(model_dir, card["task"], attn_implementation, card.get("architecture"))
     return build_wrapper(model, card["task"], card["input_names"])
 
 

@@ -218,7 +218,9 @@ def launch_ratio_interval(numerator: Sequence[Sequence[float]],
     rather than t quantiles. The interval of a ratio is therefore the union of the
     hierarchical bootstrap interval and this one; where launches agree it changes
     nothing, where a side's launches disagree it widens to what they support."""
-    from scipy import stats
+    # the t quantile as scipy.stats.t.ppf computes it (stdtrit), without importing
+    # scipy.stats (0.5 s of the job)
+    from scipy.special import stdtrit
 
     a = np.log([statistic_of(np.asarray(g, dtype=np.float64), statistic)
                 for g in numerator if len(g)])
@@ -231,7 +233,7 @@ def launch_ratio_interval(numerator: Sequence[Sequence[float]],
     if se == 0 or not math.isfinite(se):
         return None
     dof = (var_a + var_b) ** 2 / (var_a ** 2 / (a.size - 1) + var_b ** 2 / (b.size - 1))
-    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
+    t = float(stdtrit(dof, 0.5 + CONFIDENCE / 2))
     diff = float(a.mean() - b.mean())
     return math.exp(diff - t * se), math.exp(diff + t * se)
 

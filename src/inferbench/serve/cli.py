@@ -27,7 +27,7 @@ def cmd_traffic_tokenizer(args: argparse.Namespace) -> None:
 
 
 def cmd_serve_reference(args: argparse.Namespace) -> None:
-    from inferbench.measure.harness import set_thread_env
+    from inferbench.measure.launches import set_thread_env
 
     set_thread_env(args.threads)
     from inferbench.prepare.model import read_json
@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_serve_worker(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)
-    from inferbench.measure.harness import set_thread_env
+    from inferbench.measure.launches import set_thread_env
 
     set_thread_env(int(settings["threads"]))
     from inferbench.serve.job import ServePaths, serve_worker
