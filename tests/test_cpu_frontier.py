@@ -219,6 +219,19 @@ def test_torchao_not_installed_gives_the_install_hint(monkeypatch: pytest.Monkey
     ("openvino", "fp32", {"float_precision": "bf16"}, "contradicts"),
     ("openvino", "fp32", {"preset": "performance"}, "need precision 'int8'"),
     ("openvino", "int8", {"preset": "fast"}, "preset must be"),
+    ("openvino", "fp32", {"float_precision": "auto"}, "contradicts"),
+    ("openvino", "int8", {"float_precision": "f16"}, "float_precision must be"),
+    ("openvino", "fp32", {"fast_bias_correction": False},
+     "fast_bias_correction: NNCF settings"),
+    ("openvino", "bf16", {"quantize_attention": False}, "quantize_attention: NNCF settings"),
+    ("openvino", "int8", {"performance_hint": "fast"}, "performance_hint must be"),
+    ("openvino", "int8", {"num_streams": 0}, "num_streams must be"),
+    ("openvino", "int8", {"num_streams": True}, "num_streams must be"),
+    ("openvino", "int8", {"cpu_pinning": "yes"}, "cpu_pinning must be"),
+    ("openvino", "int8", {"static_shapes": "no"}, "static_shapes must be"),
+    ("openvino", "int8", {"smooth_quant_alpha": 1.5}, "smooth_quant_alpha must be"),
+    ("openvino", "int8", {"smooth_quant": False, "smooth_quant_alpha": 0.5},
+     "smooth_quant_alpha needs smooth_quant: true"),
     ("torchao-pt2e-int8", "int8", {"freezing": False}, "freezing must stay on"),
     ("torch-dynamic-int8", "int8", {"layers": "head"}, "layers must be"),
 ])
@@ -226,6 +239,46 @@ def test_check_spec_rejects(kind: str, precision: str, options: dict[str, Any],
                             match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         registry.get(kind).check_spec(_spec(kind, precision, **options))
+
+
+def test_openvino_compile_options_rerun_the_benchmark_but_never_the_quantization() -> None:
+    raw = tiny_config_dict()
+    raw["backends"] = [{"name": "ov", "kind": "openvino", "precision": "int8"}]
+    base_build = build_settings(validate_config(raw), "ov")
+    base_job = job_settings(validate_config(raw), "ov")
+    compile_only = {"float_precision": "bf16", "static_shapes": False,
+                    "performance_hint": "throughput", "num_streams": 2, "cpu_pinning": False}
+    for key, value in compile_only.items():
+        raw["backends"][0]["options"] = {key: value}
+        config = validate_config(raw)
+        assert build_settings(config, "ov") == base_build, key
+        assert job_settings(config, "ov") != base_job, key
+    nncf_settings = {"preset": "performance", "smooth_quant": False,
+                     "smooth_quant_alpha": 0.5, "fast_bias_correction": False,
+                     "quantize_attention": False}
+    for key, value in nncf_settings.items():
+        raw["backends"][0]["options"] = {key: value}
+        build = build_settings(validate_config(raw), "ov")
+        assert build != base_build and build["backend"]["options"] == {key: value}, key
+
+
+def test_openvino_float_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec("openvino", "int8", float_precision="auto")
+    monkeypatch.setattr(isa, "_CACHED", isa.parse_cpuinfo(VNNI_BF16))
+    assert registry.get("openvino")(spec, 2).hint == "bf16"
+    monkeypatch.setattr(isa, "_CACHED", isa.parse_cpuinfo(AVX2_ONLY))
+    backend = registry.get("openvino")(spec, 2)
+    # without AVX512_BF16 the INT8 row stays available, with FP32 float layers
+    assert backend.hint == "f32" and backend.float_precision == "fp32"
+    if "openvino" in sys.modules or _importable("openvino"):
+        assert backend.availability().ok
+    assert registry.get("openvino")(_spec("openvino", "int8"), 2).hint == "f32"
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def test_static_variants_and_calibration_settings() -> None:
@@ -273,6 +326,13 @@ FRONTIER_BACKENDS = [
     {"name": "openvino-fp32", "kind": "openvino", "precision": "fp32"},
     {"name": "openvino-bf16", "kind": "openvino", "precision": "bf16"},
     {"name": "openvino-int8", "kind": "openvino", "precision": "int8"},
+    {"name": "openvino-int8-auto", "kind": "openvino", "precision": "int8",
+     "options": {"float_precision": "auto"}},
+    {"name": "openvino-int8-knobs", "kind": "openvino", "precision": "int8",
+     "options": {"preset": "performance", "smooth_quant_alpha": 0.5,
+                 "fast_bias_correction": False, "quantize_attention": False,
+                 "static_shapes": False, "performance_hint": "throughput",
+                 "cpu_pinning": False}},
     {"name": "torch-bf16", "kind": "torch-eager", "precision": "bf16"},
     {"name": "torch-dynamic-int8", "kind": "torch-dynamic-int8", "precision": "int8"},
 ]
@@ -371,11 +431,23 @@ def test_frontier_backend_is_ok_within_parity_or_says_why(name: str, frontier: d
     details = result["details"]
     if spec.kind == "openvino":
         wanted = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[spec.precision]
+        if spec.options.get("float_precision") == "auto":
+            wanted = "bf16" if isa.detect().bf16 else "f32"
         assert details["runs_as"] == details["requested_precision"] == wanted
         assert details["inference_num_threads"] == config["threads"]
+        options = registry.get("openvino").parse_options(spec)
+        assert details["performance_hint"] == options.performance_hint
+        assert details["static_shapes"] == options.static_shapes
+        if options.cpu_pinning is not None:
+            assert details["cpu_pinning"] == options.cpu_pinning
         if spec.precision == "int8":
-            assert result["build"]["quantization"]["fake_quantize_ops"] > 0
-            assert result["build"]["quantization"]["calibration"]["sequences"] == 8
+            quantization = result["build"]["quantization"]
+            assert quantization["fake_quantize_ops"] > 0
+            assert quantization["calibration"]["sequences"] == 8
+            # the NNCF settings the IR was made with, as the config asked
+            for key in ("preset", "smooth_quant_alpha", "fast_bias_correction",
+                        "quantize_attention"):
+                assert quantization[key] == getattr(options, key), key
             assert any(details["runtime_precisions"].get(t) for t in ("u8", "i8"))
     if spec.kind == "ort":
         assert details["quantization"] == "static"
@@ -468,6 +540,28 @@ def test_openvino_refuses_a_silent_bf16_fallback() -> None:
                     "INFERENCE_PRECISION_HINT": "f32", "device": "CPU"}
 
 
+def test_openvino_int8_auto_refuses_float_layers_in_another_precision(
+        bf16_cpu: None) -> None:
+    # "auto" resolves to bf16 on this CPU and is then checked like any request: a model
+    # compiled to f32 is refused, never reported as the BF16 configuration
+    backend = registry.get("openvino")(
+        _spec("openvino", "int8", float_precision="auto", performance_hint="throughput",
+              num_streams=2, cpu_pinning=False), 2)
+    backend.model = object()
+    seen: dict[str, Any] = {}
+
+    def compile_model(model: Any, device: str, config: dict[str, Any]) -> _FakeCompiled:
+        seen.update(config)
+        return _FakeCompiled("f32")
+
+    backend.core = SimpleNamespace(compile_model=compile_model)
+    with pytest.raises(RuntimeError, match="run in f32 although bf16 was requested"):
+        backend._compile()
+    assert seen == {"INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2,
+                    "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16",
+                    "ENABLE_CPU_PINNING": False}
+
+
 # -- torchao PT2E ----------------------------------------------------------------------------
 def test_torchao_pt2e_static_int8_builds_runs_and_keeps_parity(frontier: dict[str, Any],
                                                                 tmp_path: Path) -> None:
@@ -523,6 +617,18 @@ def test_workflow_runs_static_int8_and_openvino_rows(tmp_path: Path) -> None:
     counts = job_counts(dry)
     assert counts.get("onnx_quantize_static") == 1 and counts.get("build_engine") == 1
     assert counts.get("bench") == 2 and "onnx_export" not in counts
+    # an OpenVINO compile setting reruns its row's benchmark, never the quantization
+    raw["calibration"]["samples"] = 4
+    int8 = next(b for b in raw["backends"] if b["name"] == "openvino-int8")
+    int8["options"] = {"float_precision": "auto", "performance_hint": "throughput"}
+    write_config(configfile, raw)
+    counts = job_counts(run_snakemake(tmp_path, configfile, "-n", "--cores", "1", "all").stdout)
+    assert counts.get("bench") == 1 and "build_engine" not in counts, counts
+    # an NNCF setting requantizes (and reruns the row)
+    int8["options"] = {"float_precision": "auto", "smooth_quant_alpha": 0.5}
+    write_config(configfile, raw)
+    counts = job_counts(run_snakemake(tmp_path, configfile, "-n", "--cores", "1", "all").stdout)
+    assert counts.get("build_engine") == 1 and counts.get("bench") == 1, counts
 
 
 # -- the real MiniLM: embedding cosine similarity of every INT8 / BF16 backend -------------

@@ -448,14 +448,15 @@ def job_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
 
 
 def build_settings(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
-    """What an engine build reads: the backend's entry, threads and sequence length.
-    Not the measurement policy or parity tolerances: changing those reruns the
-    benchmarks, never the build."""
+    """What an engine build reads: the backend's entry (less the options only its
+    benchmark jobs read, see Backend.build_spec), threads and sequence length. Not the
+    measurement policy or parity tolerances: changing those reruns the benchmarks,
+    never the build."""
     from inferbench.backends import registry
 
     spec = backend_spec(config, backend)
-    settings = {"backend": spec.as_dict(), "threads": config["threads"],
-                "seq_len": config["seq_len"]}
+    settings = {"backend": registry.get(spec.kind).build_spec(spec).as_dict(),
+                "threads": config["threads"], "seq_len": config["seq_len"]}
     if registry.get(spec.kind).calibrated(spec):
         # only calibrated builds rerun when the calibration settings change
         settings["calibration"] = dict(config.get("calibration") or {})

@@ -150,6 +150,13 @@ class Backend(ABC):
         return self.shape_support(self.spec)
 
     @classmethod
+    def build_spec(cls, spec: BackendSpec) -> BackendSpec:
+        """The part of ``spec`` this kind's build reads (the build rule's params): an
+        option only the benchmark job reads (a compile setting) is left out, so that
+        changing it reruns the row's benchmarks but not its build. Default: all of it."""
+        return spec
+
+    @classmethod
     def calibrated(cls, spec: BackendSpec) -> bool:
         """Whether this row's build calibrates on the workflow's inputs (static INT8):
         its build rule then reads the calibration inputs and the `calibration:` settings."""

@@ -5,16 +5,21 @@ The build rule turns the workflow's ONNX export into an OpenVINO IR (``model.xml
 quantization with the transformer preset (``model_type=TRANSFORMER``: SmoothQuant and
 the attention patterns NNCF leaves in floating point), calibrated on the workflow's
 own inputs (``calibration:``). The IR is the build's cached artifact; the benchmark
-job compiles it for the CPU with ``threads`` inference threads, one stream, the
-latency hint, and static shapes (the input shape of the job).
+job compiles it for the CPU with ``threads`` inference threads and, by default, one
+stream, the latency hint and static shapes (the input shape of the job).
 
 OpenVINO chooses its own precision: with no hint it runs BF16 on a CPU with
 AVX512_BF16 or AMX, so an "FP32" row would silently measure BF16. Every row therefore
-sets the inference precision hint explicitly (``f32`` for FP32 rows and, by default,
-for the layers an INT8 model keeps in floating point), reads back the precision the
+sets the inference precision hint explicitly (``f32`` for FP32 rows; for the layers an
+INT8 model keeps in floating point, ``float_precision``), reads back the precision the
 compiled model runs (``INFERENCE_PRECISION_HINT`` of the compiled model) and refuses
 the row when it differs, as ONNX Runtime rows refuse a provider fallback. An INT8
 model whose compiled graph runs no INT8 operation is refused the same way.
+
+Every setting is an option of ``OpenVinoOptions`` (documented there and in
+docs/cpu_frontier.md, with the interleaved measurement of each on an AVX-512 VNNI +
+AVX512_BF16 CPU). The NNCF ones are the build's (``BUILD_OPTIONS``: changing one
+requantizes); the compile ones are only the benchmark jobs'.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import importlib.util
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,30 +44,81 @@ NNCF_MISSING = (f"nncf is not installed (install {NNCF_PIN}; OpenVINO INT8 is NN
 IR_FILE = "model.xml"
 # Row precision -> OpenVINO inference precision (element type names).
 HINTS = {"fp32": "f32", "bf16": "bf16"}
+# float_precision of INT8 rows: HINTS' keys, or "auto" (bf16 where the CPU has
+# AVX512_BF16 or AMX-BF16, else fp32: OpenVINO's own choice, made explicit and checked).
+FLOAT_PRECISIONS = (*HINTS, "auto")
 PRESETS = ("mixed", "performance")
+PERFORMANCE_HINTS = ("latency", "throughput")
 INT8_TYPES = ("u8", "i8")
+SDPA = "ScaledDotProductAttention"
+# The options NNCF's quantization reads: the only ones the build rule's params carry.
+BUILD_OPTIONS = ("preset", "smooth_quant", "smooth_quant_alpha", "fast_bias_correction",
+                 "quantize_attention")
+
+
+def _check_bool(name: str, value: Any, none_ok: bool = False) -> None:
+    if not (isinstance(value, bool) or (none_ok and value is None)):
+        allowed = "true, false or null" if none_ok else "true or false"
+        raise ValueError(f"{name} must be {allowed}, not {value!r}")
 
 
 @dataclass(frozen=True)
 class OpenVinoOptions:
+    # -- compile settings (the benchmark job; changing one reruns the row, not the build)
     # Precision of the operations left in floating point: the row's precision for
-    # FP32/BF16 rows; for INT8 rows those NNCF did not quantize ("fp32" or "bf16").
+    # FP32/BF16 rows; for INT8 rows those NNCF did not quantize: "fp32" (the default),
+    # "bf16", or "auto" (bf16 where the CPU has AVX512_BF16 or AMX-BF16, else fp32).
+    # Whatever it resolves to is set as the hint and checked against the compiled model.
     float_precision: str = ""
     # Compile for the job's input shape (batch x seq); false keeps the dynamic batch.
     static_shapes: bool = True
-    # NNCF: "mixed" (symmetric weights, asymmetric activations: the transformer
-    # default) or "performance" (symmetric both).
+    # PERFORMANCE_HINT: "latency" or "throughput" (OpenVINO's stream and thread
+    # defaults for each; NUM_STREAMS and the thread count below are set explicitly).
+    performance_hint: str = "latency"
+    # NUM_STREAMS: more than 1 splits the threads across streams, which only pays with
+    # concurrent requests (the latency and throughput views send one at a time).
+    num_streams: int = 1
+    # ENABLE_CPU_PINNING: true/false, or null for OpenVINO's default.
+    cpu_pinning: bool | None = None
+    # -- NNCF settings (INT8 builds only; changing one requantizes) ---------------------
+    # "mixed" (symmetric weights, asymmetric activations: the transformer default) or
+    # "performance" (symmetric both).
     preset: str = "mixed"
-    # NNCF: SmoothQuant migrates activation outliers into the weights before
-    # quantizing (part of the transformer preset); false turns it off.
+    # SmoothQuant migrates activation outliers into the weights before quantizing
+    # (part of the transformer preset); false turns it off.
     smooth_quant: bool = True
+    # SmoothQuant's alpha for MatMuls, 0 < alpha <= 1; null keeps NNCF's default.
+    smooth_quant_alpha: float | None = None
+    # NNCF's fast bias correction (false: the slower full bias correction).
+    fast_bias_correction: bool = True
+    # Quantize the inputs of the attention matmuls (Q and K into OpenVINO's
+    # ScaledDotProductAttention); false leaves them in floating point.
+    quantize_attention: bool = True
 
     def __post_init__(self) -> None:
-        if self.float_precision not in ("", *HINTS):
-            raise ValueError(f"float_precision must be one of {sorted(HINTS)}, "
+        if self.float_precision not in ("", *FLOAT_PRECISIONS):
+            raise ValueError(f"float_precision must be one of {list(FLOAT_PRECISIONS)}, "
                              f"not {self.float_precision!r}")
+        _check_bool("static_shapes", self.static_shapes)
+        if self.performance_hint not in PERFORMANCE_HINTS:
+            raise ValueError(f"performance_hint must be one of {list(PERFORMANCE_HINTS)}, "
+                             f"not {self.performance_hint!r}")
+        if (isinstance(self.num_streams, bool) or not isinstance(self.num_streams, int)
+                or self.num_streams < 1):
+            raise ValueError(f"num_streams must be an integer >= 1, not {self.num_streams!r}")
+        _check_bool("cpu_pinning", self.cpu_pinning, none_ok=True)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {PRESETS}, not {self.preset!r}")
+        for name in ("smooth_quant", "fast_bias_correction", "quantize_attention"):
+            _check_bool(name, getattr(self, name))
+        alpha = self.smooth_quant_alpha
+        if alpha is not None:
+            if isinstance(alpha, bool) or not isinstance(alpha, int | float) \
+                    or not 0 < alpha <= 1:
+                raise ValueError(f"smooth_quant_alpha must be a number in (0, 1] or null, "
+                                 f"not {alpha!r}")
+            if not self.smooth_quant:
+                raise ValueError("smooth_quant_alpha needs smooth_quant: true")
 
 
 def type_name(value: Any) -> str:
@@ -106,9 +162,18 @@ class OpenVino(Backend):
                 raise ConfigError(f"float_precision {options.float_precision!r} contradicts "
                                   f"precision {spec.precision!r}: it only chooses the float "
                                   "layers of an INT8 row")
-            if options.preset != "mixed" or not options.smooth_quant:
-                raise ConfigError("preset and smooth_quant are NNCF settings: they need "
-                                  "precision 'int8'")
+            defaults = OpenVinoOptions()
+            nncf_set = [k for k in BUILD_OPTIONS if getattr(options, k) != getattr(defaults, k)]
+            if nncf_set:
+                raise ConfigError(f"{', '.join(nncf_set)}: NNCF settings "
+                                  f"({', '.join(BUILD_OPTIONS)}) need precision 'int8'")
+
+    @classmethod
+    def build_spec(cls, spec: BackendSpec) -> BackendSpec:
+        # The IR depends on the NNCF settings only: the compile settings are read by the
+        # benchmark jobs, so changing them never requantizes.
+        return replace(spec, options={k: v for k, v in spec.options.items()
+                                      if k in BUILD_OPTIONS})
 
     @classmethod
     def onnx_variant(cls, spec: BackendSpec) -> str:
@@ -119,11 +184,22 @@ class OpenVino(Backend):
         return spec.precision == "int8"
 
     @property
+    def float_precision(self) -> str:
+        """Precision of the operations run in floating point ("fp32" or "bf16"): the
+        row's own for FP32/BF16 rows; for INT8 rows ``float_precision`` resolved."""
+        if self.spec.precision != "int8":
+            return self.spec.precision
+        choice = self.options.float_precision or "fp32"
+        if choice == "auto":
+            from inferbench import isa
+
+            return "bf16" if isa.detect().bf16 else "fp32"
+        return str(choice)
+
+    @property
     def hint(self) -> str:
         """The inference precision this row requests (and must get)."""
-        if self.spec.precision == "int8":
-            return HINTS[self.options.float_precision or "fp32"]
-        return HINTS[self.spec.precision]
+        return HINTS[self.float_precision]
 
     def availability(self) -> Availability:
         try:
@@ -191,21 +267,30 @@ class OpenVino(Backend):
         names = [port.get_any_name() for port in model.inputs]
         # One sequence per item: NNCF's statistics assume batch 1.
         items = calibration_batches(artifacts.calibration, 1, names)
+        options = self.options
         # SmoothQuant is part of the transformer preset; alpha -1 turns it off.
-        advanced = None if self.options.smooth_quant else nncf.AdvancedQuantizationParameters(
-            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
-        preset = (nncf.QuantizationPreset.MIXED if self.options.preset == "mixed"
+        alpha = -1.0 if not options.smooth_quant else options.smooth_quant_alpha
+        advanced = None if alpha is None else nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=alpha))
+        preset = (nncf.QuantizationPreset.MIXED if options.preset == "mixed"
                   else nncf.QuantizationPreset.PERFORMANCE)
+        ignored = None
+        if not options.quantize_attention:
+            if not any(op.get_type_name() == SDPA for op in model.get_ops()):
+                raise RuntimeError("quantize_attention: false needs the attention as "
+                                   f"OpenVINO's {SDPA}, and this graph has none")
+            ignored = nncf.IgnoredScope(types=[SDPA])
         quantized = nncf.quantize(model, nncf.Dataset(items), preset=preset,
                                   model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=max(1, len(items)),
-                                  advanced_parameters=advanced)
+                                  fast_bias_correction=options.fast_bias_correction,
+                                  ignored_scope=ignored, advanced_parameters=advanced)
         fake_quantize = count_fake_quantize(quantized)
         if fake_quantize == 0:
             raise RuntimeError("NNCF inserted no FakeQuantize operation: nothing is INT8")
         return quantized, {"nncf": nncf.__version__, "quantization": {
             "method": "NNCF post-training quantization", "model_type": "TRANSFORMER",
-            "preset": self.options.preset, "smooth_quant": self.options.smooth_quant,
+            **{k: getattr(options, k) for k in BUILD_OPTIONS},
             "fake_quantize_ops": fake_quantize,
             "calibration": {**settings, "sequences": len(items),
                             "inputs": artifacts.calibration.name}}}
@@ -226,8 +311,13 @@ class OpenVino(Backend):
             self._compile()
 
     def compile_config(self) -> dict[str, Any]:
-        return {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.hint}
+        config: dict[str, Any] = {
+            "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": self.options.num_streams,
+            "PERFORMANCE_HINT": self.options.performance_hint.upper(),
+            "INFERENCE_PRECISION_HINT": self.hint}
+        if self.options.cpu_pinning is not None:
+            config["ENABLE_CPU_PINNING"] = self.options.cpu_pinning
+        return config
 
     def _compile(self) -> None:
         self.compiled = self.core.compile_model(self.model, "CPU", self.compile_config())
@@ -264,12 +354,15 @@ class OpenVino(Backend):
     def details(self) -> dict[str, Any]:
         info: dict[str, Any] = {"openvino": self.ov.__version__, "device": "CPU",
                                 "requested_precision": self.hint,
-                                "static_shapes": self.options.static_shapes}
+                                "float_precision": self.float_precision,
+                                "static_shapes": self.options.static_shapes,
+                                "performance_hint": self.options.performance_hint}
         if self.compiled is not None:
             info.update(
                 runs_as=self.runs_as,
                 inference_num_threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
                 num_streams=str(self.compiled.get_property("NUM_STREAMS")),
+                cpu_pinning=bool(self.compiled.get_property("ENABLE_CPU_PINNING")),
                 execution_devices=list(self.compiled.get_property("EXECUTION_DEVICES")),
                 runtime_precisions=self.op_precisions)
         return info
