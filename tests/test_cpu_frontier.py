@@ -641,6 +641,9 @@ MINILM_BACKENDS = [
      "options": {"quantization": "static"}},
     {"name": "openvino-bf16", "kind": "openvino", "precision": "bf16"},
     {"name": "openvino-int8", "kind": "openvino", "precision": "int8"},
+    # the default row: float layers in BF16 where the CPU has it
+    {"name": "openvino-int8-auto", "kind": "openvino", "precision": "int8",
+     "options": {"float_precision": "auto"}},
 ]
 
 
