@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from inferbench.config import config_hash
 from inferbench.io import CorruptArtifactError
+from inferbench.measure.launches import now, set_thread_env
 from inferbench.results import Result, write_result
 from inferbench.spec import BackendSpec
 
@@ -40,12 +41,6 @@ class ServePaths:
     log_dir: Path
     onnx: Path | None = None
     build_manifest: Path | None = None
-
-
-def now() -> str:
-    from inferbench.measure.launches import now as harness_now
-
-    return harness_now()
 
 
 def base_result(settings: Mapping[str, Any], model: str, target: str) -> Result:
@@ -133,7 +128,6 @@ def _serve(result: Result, settings: Mapping[str, Any], paths: ServePaths) -> No
 
     from inferbench.backends import registry
     from inferbench.measure.contention import ContentionTracker
-    from inferbench.measure.harness import set_thread_env
     from inferbench.serve.traffic import load_traffic, max_rows, unavailable_reason
 
     set_thread_env(int(settings["threads"]))
