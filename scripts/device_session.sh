@@ -8,7 +8,8 @@
 # usage: scripts/device_session.sh <step>
 #   setup     install what has arrived, print the machine's fingerprint
 #   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable);
-#             ONLY="backend ..." runs only these backends' jobs (and what they need)
+#             ONLY="backend ..." runs only these backends' jobs (and what they need),
+#             BATCHES="1 16" only those batch sizes of them
 #   fidelity  scripts/harness_fidelity.py at batches 1 and 16 for every GPU backend, or
 #             for FIDELITY_BACKENDS="name,name" (one per backend kind is enough)
 #   second    a second, independent sweep at batches 1 and 16 (run-to-run check), of
@@ -67,6 +68,9 @@ case $step in
       # shellcheck disable=SC2086
       targets=$(python3 -m inferbench bench-targets --config config/gpu.yaml \
         --results-dir "$RESULTS" $ONLY) || exit 2
+      if [ -n "${BATCHES:-}" ]; then
+        targets=$(printf '%s\n' $targets | grep -E "/bs($(echo "$BATCHES" | tr ' ' '|'))\.json$")
+      fi
     fi
     # shellcheck disable=SC2086
     smk "$RESULTS" -- $targets ;;

@@ -472,3 +472,25 @@ def test_torch_compile_build_then_load_from_cache_on_cpu(tiny_model, tmp_path) -
         expected = load_wrapper(model_dir, card)(
             *[torch.from_numpy(inputs[n]) for n in card["input_names"]])
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-4, rtol=0)
+
+
+def test_harness_fidelity_checks_each_backend_in_its_own_process(monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "harness_fidelity", REPO / "scripts" / "harness_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    commands, codes = [], iter([0, -11, 1])
+
+    def fake_run(command, check):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, next(codes))
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    status = module.isolated(["a", "b", "c"], ["--config", "g.yaml", "--backend", "a,b,c",
+                                                "--batch", "1,16"])
+    assert status == 1  # one backend failed its check
+    assert [c[c.index("--backend") + 1] for c in commands] == ["a", "b", "c"]
+    assert all("a,b,c" not in c and "--rows-only" in c and "1,16" in c for c in commands)
+    assert "| b | – | – | – | – | skip: process died with status -11 |" in capsys.readouterr().out
