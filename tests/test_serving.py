@@ -477,6 +477,42 @@ def test_loadgen_server_latency_rises_with_load(tmp_path: Path) -> None:
         assert output[0] == traffic.lengths[index]
 
 
+class ThreadRecordingBackend(SleepingBackend):
+    """Records the thread of every call: runtimes such as ONNX Runtime's CUDA provider
+    keep per-thread state (cuBLAS handles, the captured CUDA graph)."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def run(self, inputs: dict) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().run(inputs)
+
+
+def test_warmup_and_every_scenario_run_on_one_backend_thread(tmp_path: Path) -> None:
+    lg = pytest.importorskip("mlperf_loadgen")
+    from inferbench.serve.sut import ModelRunner, ServingSut, loadgen_test_settings, run_loadgen
+
+    traffic = make_traffic([3, 9, 5, 16, 7, 2], 16)
+    backend = ThreadRecordingBackend()
+    runner = ModelRunner(backend, traffic, "dynamic", [], ShapeSupport(), [8])
+    expected = runner.warmup(4, 1)
+    warmed = set(backend.threads)
+    settings = {"seed": 0, "min_queries": 8, "duration_s": 0.1, "max_batch": 4,
+                "latency_target_ms": 1000.0, "latency_percentile": 0.99,
+                "qps": {"trial_s": 0.2}}
+    for scenario in ("SingleStream", "Offline", "Server"):
+        sut = ServingSut(lg, runner, scenario, max_rows=4, max_wait_ms=1.0)
+        test = loadgen_test_settings(lg, scenario, settings, expected=expected,
+                                     target_qps=50.0 if scenario == "Server" else None)
+        run_loadgen(lg, sut, traffic.count, test, tmp_path / scenario)
+    runner.close()
+    assert runner.error is None and runner.requests > 0
+    # the warm-up ran on the thread that served every scenario, not on the caller's
+    assert set(backend.threads) == warmed and len(warmed) == 1
+    assert threading.get_ident() not in warmed
+
+
 def test_default_and_thorough_serving_configs_are_valid() -> None:
     import yaml
 

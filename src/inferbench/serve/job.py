@@ -171,18 +171,22 @@ def _serve(result: Result, settings: Mapping[str, Any], paths: ServePaths) -> No
     result.batch_size = rows
     runner = ModelRunner(backend, traffic, padding, settings.get("buckets") or [], support,
                          batch_sizes)
-    start = time.perf_counter()
-    expected = runner.warmup(rows, int(settings.get("warmup_iterations", 1)))
-    result.cold_start = {"load_s": load_s, "warmup_s": time.perf_counter() - start, **expected}
-
-    tracker = ContentionTracker(float(settings.get("contention_threshold", 0.1)))
-    scenario = str(settings["scenario"])
-    with tracker:
-        if scenario == "Server":
-            serving = _server(lg, runner, settings, paths.log_dir, rows, expected, traffic.count)
-        else:
-            serving = _single_or_offline(lg, runner, settings, paths.log_dir, rows, expected,
-                                         traffic.count)
+    try:
+        start = time.perf_counter()
+        expected = runner.warmup(rows, int(settings.get("warmup_iterations", 1)))
+        result.cold_start = {"load_s": load_s, "warmup_s": time.perf_counter() - start,
+                             **expected}
+        tracker = ContentionTracker(float(settings.get("contention_threshold", 0.1)))
+        scenario = str(settings["scenario"])
+        with tracker:
+            if scenario == "Server":
+                serving = _server(lg, runner, settings, paths.log_dir, rows, expected,
+                                  traffic.count)
+            else:
+                serving = _single_or_offline(lg, runner, settings, paths.log_dir, rows,
+                                             expected, traffic.count)
+    finally:
+        runner.close()
     if runner.error is not None:
         raise runner.error
     serving.update(traffic={"origin": traffic.origin, "requests": traffic.count,
