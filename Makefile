@@ -10,12 +10,10 @@ CORES ?= 1
 
 # Pinned dependencies; torch==2.13.0 resolves to the CPU wheel on this machine type.
 # `run` needs the runtime ones only; `test` and `lint` add requirements-dev.txt.
-# --no-compile: byte-compiling all of torch at install time costs more than compiling
-# the modules a run imports, once, on first import.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile -r requirements.txt
-	$(BIN)/python -m pip install -q --no-compile --no-deps -e .
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
