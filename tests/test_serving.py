@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import REPO, tiny_config_dict
 
@@ -579,3 +580,20 @@ def test_onnx_runtime_takes_varying_lengths_only_from_a_dynamic_sequence_export(
         output = backend.to_host(backend.run(backend.prepare_inputs(
             traffic.batch(indices, length))))
         np.testing.assert_allclose(output, expected[indices], atol=1e-4)
+
+
+def test_single_stream_cell_shows_the_observed_p90_where_one_stall_set_the_estimate() -> None:
+    from inferbench.serve.report import CSV_COLUMNS, markdown_table
+
+    def row(backend: str, estimate: float, observed: float) -> dict[str, object]:
+        values: dict[str, object] = dict.fromkeys(CSV_COLUMNS)
+        values.update(target="local", backend=backend, padding="pad_max",
+                      scenario="SingleStream", status="ok", reason="", value=estimate,
+                      observed_p90_ms=observed, query_count=64)
+        return values
+
+    frame = pd.DataFrame([row("stalled", 1056.5, 25.11), row("steady", 11.02, 10.5)],
+                         columns=CSV_COLUMNS)
+    table = markdown_table(frame, 200, 0.99)
+    assert "| local | stalled | pad_max | 1056.50 (observed 25.11) |" in table
+    assert "| local | steady | pad_max | 11.02 |" in table

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import REPO, job_counts, run_snakemake, tiny_config_dict, write_config
 
@@ -77,6 +78,12 @@ def test_each_scenario_runs_through_loadgen(served: tuple[Path, Path]) -> None:
     assert "synthetic log-normal lengths" in table
     csv = (workdir / "results" / "serving.csv").read_text()
     assert csv.count("\n") == 1 + len(BACKENDS) * len(SCENARIOS) * len(PADDINGS)
+    frame = pd.read_csv(workdir / "results" / "serving.csv")
+    single = frame[frame["scenario"] == "SingleStream"]
+    # LoadGen's early-stopping estimate bounds the p90 it observed from above
+    assert (single["observed_p90_ms"] > 0).all()
+    assert (single["value"] >= single["observed_p90_ms"]).all()
+    assert (single["query_count"] >= 64).all()
     for plot in ("serving_latency_vs_qps.png", "serving_max_qps.png"):
         assert (workdir / "results" / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
     assert "Server ranking" in (workdir / "results" / "serving_observations.md").read_text()

@@ -331,8 +331,10 @@ def plot(frame: pd.DataFrame, plots_dir: Path) -> None:
             for backend, group in sub.groupby("backend"):
                 group = group.sort_values("batch_size")
                 if errorbars:
-                    low = group[column] - group.p50_ci_low_ms
-                    high = group.p50_ci_high_ms - group[column]
+                    # arrays: matplotlib calls float() on a one-row Series, which pandas
+                    # deprecates
+                    low = (group[column] - group.p50_ci_low_ms).to_numpy()
+                    high = (group.p50_ci_high_ms - group[column]).to_numpy()
                     ax.errorbar(group.batch_size, group[column], yerr=[low, high], marker="o",
                                 capsize=3, label=backend)
                     ax.plot(group.batch_size, group.p95_ms, linestyle=":", alpha=0.5,
