@@ -91,9 +91,9 @@ def _cell(row: Mapping[str, Any] | None, digits: int = 1) -> str:
     if _missing(value):
         return "n/a"
     text = f"{value:.{digits}f}"
-    observed = row.get("observed_p90_ms")
-    if (row["scenario"] == "SingleStream" and observed is not None and not _missing(observed)
-            and value > ESTIMATE_ABOVE_OBSERVED * float(observed)):
+    observed = row["observed_p90_ms"]
+    if (row["scenario"] == "SingleStream" and not _missing(observed)
+            and value > ESTIMATE_ABOVE_OBSERVED * observed):
         text += f" (observed {observed:.{digits}f})"
     if row["scenario"] == "Server" and not _missing(row["max_qps_missed"]):
         text += f" (<{row['max_qps_missed']:.3g})"
