@@ -703,3 +703,24 @@ def test_torchao_rows_pair_with_torch_eager_fp32() -> None:
     compiled = {**row, "kind": "torch-compile", "precision": "fp16", "backend": "c"}
     assert fp32_partner(row, [compiled, eager]) is eager
     assert fp32_partner({**row, "kind": "torchao-float8", "precision": "fp8"}, [eager]) is eager
+
+
+def test_embedding_parity_at_the_fp32_default_passes_rounding_and_fails_a_turn() -> None:
+    from inferbench.config import DEFAULT_PARITY
+    from inferbench.measure.parity import compare
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((4, 384)).astype(np.float32)
+    # another runtime's FP32: the same embeddings up to float32 rounding
+    noise = np.random.default_rng(1).uniform(-1e-6, 1e-6, reference.shape)
+    rounded = (reference * (1 + noise)).astype(np.float32)
+    parity = compare(rounded, reference, "feature-extraction", DEFAULT_PARITY["fp32"])
+    assert parity["ok"], parity
+    assert 1 - 1e-9 < parity["min_cosine"] < 1
+    # a row turned away from its reference (cosine 0.9998) fails, and the reason says so
+    turned = reference.copy()
+    turned[2] += 0.02 * rng.standard_normal(384).astype(np.float32)
+    parity = compare(turned, reference, "feature-extraction",
+                     {"max_abs": 1.0, "min_agreement": 1.0})
+    assert not parity["ok"] and parity["min_cosine"] < 0.9999
+    assert parity["reason"].startswith("worst-row cosine 0.999")
