@@ -14,7 +14,8 @@
 #             for FIDELITY_BACKENDS="name,name" (one per backend kind is enough)
 #   second    a second, independent sweep at batches 1 and 16 (run-to-run check), of
 #             every backend or of SECOND_ONLY="backend ..."
-#   serve     the serving scenarios of config/serving-gpu.yaml on the sweep's artifacts
+#   serve     the serving scenarios of config/serving-gpu.yaml on the sweep's artifacts,
+#             or only SERVE_ONLY="backend ..."'s serving jobs
 #   aoti      the AOTInductor reproduction
 set -uo pipefail
 step=${1:?step}
@@ -23,9 +24,13 @@ RESULTS=$HOME/ib_results
 SECOND=$HOME/ib_results_second
 mkdir -p "$SITE" "$HOME/parts"
 for carried in .gpu*; do [ -d "$carried" ] && cp -f "$carried"/* "$HOME/parts/"; done
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+# Once per machine: a warm machine keeps $HOME, and a second install of the same wheels
+# would only cost the call's time.
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 \
+   && [ "$(ls .whl)" != "$(cat "$SITE/.whl_list" 2>/dev/null)" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels"
+    --target "$SITE" .whl/*.whl && echo "installed $(ls .whl | wc -l) wheels" \
+    && ls .whl > "$SITE/.whl_list"
 fi
 # torchao (for the torchao-* rows), also when snakemake's wheels went in before it.
 if ls .whl/torchao-*.whl >/dev/null 2>&1 && [ ! -d "$SITE/torchao" ]; then
@@ -88,7 +93,27 @@ case $step in
     # shellcheck disable=SC2086
     smk "$SECOND" 'batch_sizes=[1,16]' -- $targets ;;
   serve)
-    OVERLAY=config/serving-gpu.yaml smk "$RESULTS" -- "$RESULTS/serving_table.md" ;;
+    targets="$RESULTS/serving_table.md"
+    if [ -n "${SERVE_ONLY:-}" ]; then
+      # only these backends' serving jobs (every scenario and padding of
+      # config/serving-gpu.yaml); the table is then built where the results land
+      # shellcheck disable=SC2086
+      targets=$(python3 - "$RESULTS" $SERVE_ONLY <<'PY'
+import sys
+import yaml
+results, backends = sys.argv[1], sys.argv[2:]
+gpu = yaml.safe_load(open("config/gpu.yaml"))
+scenarios = yaml.safe_load(open("config/serving-gpu.yaml"))["scenarios"]
+for backend in backends:
+    for scenario in scenarios["run"]:
+        for padding in scenarios["padding"]:
+            print(f"{results}/serve/{gpu['target']}/{gpu['model']['name']}/{backend}/"
+                  f"{scenario}-{padding}.json")
+PY
+) || exit 2
+    fi
+    # shellcheck disable=SC2086
+    OVERLAY=config/serving-gpu.yaml smk "$RESULTS" -- $targets ;;
   aoti)
     # The AOTInductor crash, reduced: which load variant crashes (see the script).
     mkdir -p "$RESULTS"
