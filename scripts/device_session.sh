@@ -5,7 +5,8 @@
 # step of the GPU work with the real workflow.
 # Everything that must survive between calls lives in $HOME; every call packs what
 # exists so far into $OUT.
-# usage: scripts/device_session.sh <step>
+# usage: [TARGET=h200] scripts/device_session.sh <step>
+#   TARGET names the machine's results where it is not config/gpu.yaml's target (h100)
 #   setup     install what has arrived, print the machine's fingerprint
 #   sweep     the GPU sweep (config/gpu.yaml), stopped after SWEEP_SECONDS (resumable);
 #             ONLY="backend ..." runs only these backends' jobs (and what they need),
@@ -45,6 +46,11 @@ fi
 export PYTHONPATH=$SITE:$PWD/src
 export PATH=$SITE/bin:$PATH
 export PYTHONUNBUFFERED=1
+GPU_CONFIG=config/gpu.yaml
+if [ -n "${TARGET:-}" ]; then
+  GPU_CONFIG=$HOME/gpu-$TARGET.yaml
+  sed "s/^target: .*/target: $TARGET/" config/gpu.yaml > "$GPU_CONFIG"
+fi
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 python3 -c "import torchao; print('torchao', torchao.__version__)" 2>&1 | tail -1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
@@ -56,7 +62,7 @@ smk() {
   shift
   # shellcheck disable=SC2086
   timeout -s INT "${SWEEP_SECONDS:-540}" python3 -m snakemake --cores 4 --scheduler greedy \
-    --configfile config/gpu.yaml ${OVERLAY:-} --config results_dir="$results" conda_env=gpu \
+    --configfile "$GPU_CONFIG" ${OVERLAY:-} --config results_dir="$results" conda_env=gpu \
     "${overrides[@]}" --keep-going "$@"
 }
 case $step in
@@ -71,7 +77,7 @@ case $step in
     targets=all
     if [ -n "${ONLY:-}" ]; then
       # shellcheck disable=SC2086
-      targets=$(python3 -m inferbench bench-targets --config config/gpu.yaml \
+      targets=$(python3 -m inferbench bench-targets --config "$GPU_CONFIG" \
         --results-dir "$RESULTS" $ONLY) || exit 2
       if [ -n "${BATCHES:-}" ]; then
         targets=$(printf '%s\n' $targets | grep -E "/bs($(echo "$BATCHES" | tr ' ' '|'))\.json$")
@@ -80,14 +86,14 @@ case $step in
     # shellcheck disable=SC2086
     smk "$RESULTS" -- $targets ;;
   fidelity)
-    python3 scripts/harness_fidelity.py --config config/gpu.yaml --results-dir "$RESULTS" \
+    python3 scripts/harness_fidelity.py --config "$GPU_CONFIG" --results-dir "$RESULTS" \
       --backend "${FIDELITY_BACKENDS:-all}" --batch "${FIDELITY_BATCHES:-1,16}" 2>&1 \
       | tee "$RESULTS/harness_fidelity.md" ;;
   second)
     targets=all
     if [ -n "${SECOND_ONLY:-}" ]; then
       # shellcheck disable=SC2086
-      targets=$(python3 -m inferbench bench-targets --config config/gpu.yaml \
+      targets=$(python3 -m inferbench bench-targets --config "$GPU_CONFIG" \
         --results-dir "$SECOND" $SECOND_ONLY | grep -E '/bs(1|16)\.json$') || exit 2
     fi
     # shellcheck disable=SC2086
@@ -98,11 +104,11 @@ case $step in
       # only these backends' serving jobs (every scenario and padding of
       # config/serving-gpu.yaml); the table is then built where the results land
       # shellcheck disable=SC2086
-      targets=$(python3 - "$RESULTS" $SERVE_ONLY <<'PY'
+      targets=$(python3 - "$RESULTS" "$GPU_CONFIG" $SERVE_ONLY <<'PY'
 import sys
 import yaml
-results, backends = sys.argv[1], sys.argv[2:]
-gpu = yaml.safe_load(open("config/gpu.yaml"))
+results, config, backends = sys.argv[1], sys.argv[2], sys.argv[3:]
+gpu = yaml.safe_load(open(config))
 scenarios = yaml.safe_load(open("config/serving-gpu.yaml"))["scenarios"]
 for backend in backends:
     for scenario in scenarios["run"]:
