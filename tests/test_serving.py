@@ -597,3 +597,23 @@ def test_single_stream_cell_shows_the_observed_p90_where_one_stall_set_the_estim
     table = markdown_table(frame, 200, 0.99)
     assert "| local | stalled | pad_max | 1056.50 (observed 25.11) |" in table
     assert "| local | steady | pad_max | 11.02 |" in table
+
+
+@pytest.mark.parametrize(("first_qps", "second_missed", "verdict"), [
+    (6245.0, 15500.0, "only within the search's resolution"),
+    (6245.0, 5000.0, "the Server ranking differs"),
+])
+def test_a_reversed_ranking_is_a_finding_only_where_the_brackets_separate_it(
+        first_qps: float, second_missed: float, verdict: str) -> None:
+    from inferbench.serve.report import ranking_statement
+
+    best = pd.DataFrame([
+        {"backend": "graph", "value": first_qps, "max_qps_missed": 15700.0},
+        {"backend": "ort", "value": 4000.0, "max_qps_missed": second_missed},
+    ])
+    statement = ranking_statement("h100", best, ["ort", "graph"], 16)
+    assert statement is not None and verdict in statement
+    assert "serving graph > ort; batch 16 ort > graph" in statement
+    same = ranking_statement("h100", best, ["graph", "ort"], 16)
+    assert same is not None and "matches the batch-16 latency ranking" in same
+    assert ranking_statement("h100", best, ["graph"], 16) is None
