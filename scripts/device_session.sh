@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine: installs the carried wheels (.whl/: snakemake's,
+# Runs on the lent GPU machine (scripts/prepare_device_wheels.sh makes what it carries
+# beforehand, where PyPI is reachable): installs the carried wheels (.whl/: snakemake's,
 # torchao's, LoadGen's) and the onnxruntime-gpu parts (.gpu/part_*, one or more per
 # call, kept in ~/parts; .gpu*/total says how many make the archive), then runs one
 # step of the GPU work with the real workflow.
