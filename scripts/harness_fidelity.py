@@ -117,11 +117,27 @@ def check(config: dict, name: str, batch: int, results: Path, args: argparse.Nam
     hold = min(max(0.5, 1.5 * result.view("latency").stats.p50), 50.0)  # type: ignore[union-attr]
     held = independent_p50(backend, prepared, stream, args.iterations, args.warmup, hold)
     bare = independent_p50(backend, prepared, stream, args.iterations // 4, 5, None)
-    relative = abs(held - stats.p50) / stats.p50
-    verdict = "PASS" if relative <= args.tolerance else "FAIL"
+    launch_p50s = [statistics.median(s) for s in result.view("gpu_compute").samples if s]
     del backend
     torch.cuda.empty_cache()
-    return f"{verdict} ({relative * 100:.1f}%)", stats.p50, held, bare
+    return verdict(stats.p50, held, launch_p50s, args.tolerance), stats.p50, held, bare
+
+
+def verdict(workflow_p50: float, independent_p50: float, launch_p50s: list[float],
+            tolerance: float) -> str:
+    """PASS or FAIL by the relative difference of the two p50s; a FAIL also gives the
+    spread of the workflow's own launches (fresh processes), and says so where the
+    independent process falls inside it: another process, not the harness, differs."""
+    relative = abs(independent_p50 - workflow_p50) / workflow_p50
+    if relative <= tolerance:
+        return f"PASS ({relative * 100:.1f}%)"
+    text = f"FAIL ({relative * 100:.1f}%"
+    if len(launch_p50s) > 1:
+        low, high = min(launch_p50s), max(launch_p50s)
+        text += f"; the workflow's launches {low:.4f}–{high:.4f}"
+        if low <= independent_p50 <= high:
+            text += ", the independent process inside their spread"
+    return text + ")"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -494,3 +494,19 @@ def test_harness_fidelity_checks_each_backend_in_its_own_process(monkeypatch, ca
     assert [c[c.index("--backend") + 1] for c in commands] == ["a", "b", "c"]
     assert all("a,b,c" not in c and "--rows-only" in c and "1,16" in c for c in commands)
     assert "| b | – | – | – | – | skip: process died with status -11 |" in capsys.readouterr().out
+
+
+def test_harness_fidelity_verdict_gives_the_spread_of_the_workflow_launches():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "harness_fidelity", REPO / "scripts" / "harness_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.verdict(0.600, 0.606, [0.59, 0.61], 0.03) == "PASS (1.0%)"
+    inside = module.verdict(0.698, 0.7178, [0.733, 0.695], 0.02)
+    assert inside.startswith("FAIL (2.8%; the workflow's launches 0.6950–0.7330")
+    assert inside.endswith("the independent process inside their spread)")
+    below = module.verdict(0.340, 0.3258, [0.329, 0.341], 0.03)
+    assert below == "FAIL (4.2%; the workflow's launches 0.3290–0.3410)"
+    assert module.verdict(1.0, 1.5, [1.0], 0.03) == "FAIL (50.0%)"
