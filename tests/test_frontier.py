@@ -157,6 +157,46 @@ def test_kernel_count_skips_copies_and_host_events() -> None:
     assert hardware.count_kernels(events) == 2
 
 
+def test_busy_fraction_counts_overlapping_kernels_once_and_the_gaps_between() -> None:
+    # 0-2 and 1-3 overlap (busy 0-3), idle 3-7, busy 7-8: 4 of the 8 µs
+    assert hardware.busy_fraction([(7, 8), (0, 2), (1, 3)]) == pytest.approx(0.5)
+    assert hardware.busy_fraction([(0, 4), (1, 2)]) == pytest.approx(1.0)
+    assert hardware.busy_fraction([(5, 5)]) is None and hardware.busy_fraction([]) is None
+
+
+def test_device_events_read_kernel_times_from_kineto_or_parsed_events() -> None:
+    from types import SimpleNamespace
+
+    cuda, cpu = "cuda", "cpu"
+    fake_torch = SimpleNamespace(autograd=SimpleNamespace(DeviceType=SimpleNamespace(CUDA=cuda)))
+
+    class RawEvent:
+        def __init__(self, name: str, device: str, start_ns: int, duration_ns: int) -> None:
+            self._values = (name, device, start_ns, duration_ns)
+
+        def name(self) -> str:
+            return self._values[0]
+
+        def device_type(self) -> str:
+            return self._values[1]
+
+        def start_ns(self) -> int:
+            return self._values[2]
+
+        def duration_ns(self) -> int:
+            return self._values[3]
+
+    raw = [RawEvent("gemm", cuda, 1000, 2000), RawEvent("cudaLaunchKernel", cpu, 0, 500)]
+    prof = SimpleNamespace(profiler=SimpleNamespace(
+        kineto_results=SimpleNamespace(events=lambda: raw)))
+    assert hardware._device_events(prof, fake_torch) == [
+        ("gemm", True, 1.0, 3.0), ("cudaLaunchKernel", False, 0.0, 0.5)]
+    parsed = [SimpleNamespace(name="gemm", device_type=cuda,
+                              time_range=SimpleNamespace(start=4.0, end=6.0))]
+    prof = SimpleNamespace(profiler=None, events=lambda: parsed)
+    assert hardware._device_events(prof, fake_torch) == [("gemm", True, 4.0, 6.0)]
+
+
 @no_gpu
 def test_kernel_count_without_a_gpu_says_why() -> None:
     result = hardware.kernels_per_inference(lambda: None, lambda: None, iterations=2)
@@ -724,3 +764,15 @@ def test_embedding_parity_at_the_fp32_default_passes_rounding_and_fails_a_turn()
                      {"max_abs": 1.0, "min_agreement": 1.0})
     assert not parity["ok"] and parity["min_cosine"] < 0.9999
     assert parity["reason"].startswith("worst-row cosine 0.999")
+
+
+def test_device_events_of_a_real_profile_carry_their_times() -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(32, 32)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        x @ x
+    events = hardware._device_events(prof, torch)
+    matmuls = [e for e in events if e[0] == "aten::mm"]
+    assert matmuls and all(not on_device and end >= start for _, on_device, start, end in matmuls)

@@ -9,7 +9,11 @@ Three small pieces, each usable on its own:
   ``achieved`` turns a latency into achieved TFLOP/s and its fraction of that peak.
 - ``count_kernels`` / ``kernels_per_inference`` count the GPU kernels one inference
   launches, with the torch profiler (CUPTI sees every kernel of the process, so ONNX
-  Runtime's kernels too), in a pass of its own outside the timed loop.
+  Runtime's kernels too), in a pass of its own outside the timed loop; the same pass
+  gives ``device_busy_fraction`` (``busy_fraction``): the share of the time from the
+  first kernel's start to the last one's end during which a kernel ran, with
+  inferences issued back to back. Well below 1, the GPU waits for the host between
+  kernels: the row is bound by the host's launches, not by the GPU.
 
 What the FLOP count includes (per layer, sequence length S, hidden size h, FFN size f;
 one multiply-add = 2 FLOPs):
@@ -154,6 +158,25 @@ def count_kernels(events: Iterable[tuple[str, bool]]) -> int:
     return sum(1 for name, on_device in events if on_device and is_kernel(name))
 
 
+def busy_fraction(intervals: Iterable[tuple[float, float]]) -> float | None:
+    """Share of the span from the first start to the last end that at least one of the
+    (start, end) intervals covers (overlapping kernels count once)."""
+    spans = sorted((start, end) for start, end in intervals if end > start)
+    if not spans:
+        return None
+    busy = 0.0
+    run_start, run_end = spans[0]
+    for start, end in spans[1:]:
+        if start > run_end:
+            busy += run_end - run_start
+            run_start, run_end = start, end
+        else:
+            run_end = max(run_end, end)
+    busy += run_end - run_start
+    span = max(end for _, end in spans) - spans[0][0]
+    return busy / span
+
+
 def kernels_per_inference(run_once: Callable[[], None], synchronize: Callable[[], None],
                           iterations: int = 5) -> dict[str, Any]:
     """Kernel launches per call of ``run_once``, from the torch profiler (CUDA activity).
@@ -171,25 +194,32 @@ def kernels_per_inference(run_once: Callable[[], None], synchronize: Callable[[]
             for _ in range(iterations):
                 run_once()
             synchronize()
-        total = count_kernels(_device_events(prof, torch))
+        events = _device_events(prof, torch)
+        total = count_kernels((name, on_device) for name, on_device, _, _ in events)
         if total == 0:
             return {"kernels_per_inference": None,
                     "kernel_source": "torch.profiler saw no CUDA kernel (CUPTI unavailable?)"}
+        busy = busy_fraction((start, end) for name, on_device, start, end in events
+                             if on_device and is_kernel(name))
         return {"kernels_per_inference": total / iterations,
+                "device_busy_fraction": busy,
                 "kernel_source": f"torch.profiler (CUPTI), {iterations} inferences"}
     except Exception as exc:
         return {"kernels_per_inference": None,
                 "kernel_source": f"n/a: {type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def _device_events(prof: Any, torch: Any) -> list[tuple[str, bool]]:
-    """(name, on the GPU) of every profiler event: Kineto's raw events where this torch
-    exposes them (kernels replayed from a CUDA graph included), else the parsed ones."""
+def _device_events(prof: Any, torch: Any) -> list[tuple[str, bool, float, float]]:
+    """(name, on the GPU, start µs, end µs) of every profiler event: Kineto's raw events
+    where this torch exposes them (kernels replayed from a CUDA graph included), else the
+    parsed ones."""
     cuda = torch.autograd.DeviceType.CUDA
     raw = getattr(getattr(prof, "profiler", None), "kineto_results", None)
     if raw is not None:
-        return [(e.name(), e.device_type() == cuda) for e in raw.events()]
-    return [(e.name, e.device_type == cuda) for e in prof.events()]
+        return [(e.name(), e.device_type() == cuda, e.start_ns() / 1e3,
+                 (e.start_ns() + e.duration_ns()) / 1e3) for e in raw.events()]
+    return [(e.name, e.device_type == cuda, e.time_range.start, e.time_range.end)
+            for e in prof.events()]
 
 
 # -- one row --------------------------------------------------------------------------

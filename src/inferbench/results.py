@@ -295,6 +295,7 @@ LONG_COLUMNS: dict[str, Any] = {
     "achieved_tflops": lambda r: (r.hardware or {}).get("achieved_tflops"),
     "peak_fraction": lambda r: (r.hardware or {}).get("peak_fraction"),
     "kernels_per_inference": lambda r: (r.hardware or {}).get("kernels_per_inference"),
+    "device_busy_fraction": lambda r: (r.hardware or {}).get("device_busy_fraction"),
     "parity_max_abs": lambda r: (r.parity or {}).get("max_abs"),
     "parity_agreement": lambda r: (r.parity or {}).get(
         "label_agreement", (r.parity or {}).get("min_cosine")),
