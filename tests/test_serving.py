@@ -485,6 +485,9 @@ class ThreadRecordingBackend(SleepingBackend):
     def __init__(self) -> None:
         self.threads: list[int] = []
 
+    def load(self, artifacts: object) -> None:
+        self.threads.append(threading.get_ident())
+
     def run(self, inputs: dict) -> np.ndarray:
         self.threads.append(threading.get_ident())
         return super().run(inputs)
@@ -512,6 +515,22 @@ def test_warmup_and_every_scenario_run_on_one_backend_thread(tmp_path: Path) -> 
     # the warm-up ran on the thread that served every scenario, not on the caller's
     assert set(backend.threads) == warmed and len(warmed) == 1
     assert threading.get_ident() not in warmed
+
+
+def test_the_backend_serves_on_the_thread_that_loaded_it() -> None:
+    from inferbench.serve.sut import BackendThread, ModelRunner
+
+    traffic = make_traffic([3, 9, 5, 16], 16)
+    backend = ThreadRecordingBackend()
+    thread = BackendThread()
+    thread.call(backend.load, None)
+    runner = ModelRunner(backend, traffic, "dynamic", [], ShapeSupport(), [8], thread)
+    runner.warmup(4, 1)
+    runner.run([0, 1, 2])
+    runner.close()
+    loader = backend.threads[0]
+    assert len(backend.threads) > 2 and set(backend.threads) == {loader}
+    assert loader != threading.get_ident()
 
 
 def test_default_and_thorough_serving_configs_are_valid() -> None:

@@ -151,27 +151,29 @@ def _serve(result: Result, settings: Mapping[str, Any], paths: ServePaths) -> No
         return
     import mlperf_loadgen as lg
 
-    from inferbench.serve.sut import ModelRunner
+    from inferbench.serve.sut import BackendThread, ModelRunner
 
     traffic = load_traffic(paths.traffic)
     with np.load(paths.reference) as data:
         reference = data["output"]
-    start = time.perf_counter()
-    backend.load(artifacts)
-    backend.synchronize()
-    load_s = time.perf_counter() - start
-    result.details = backend.details()
-    support = backend.loaded_shape_support()
-    reason = unavailable_reason(padding, support, spec.kind, int(settings["seq_len"]))
-    if reason:
-        result.status, result.reason = "unavailable", reason
-        return
-    batch_sizes = list(settings["batch_sizes"])
-    rows = max_rows(int(settings["max_batch"]), support, batch_sizes)
-    result.batch_size = rows
-    runner = ModelRunner(backend, traffic, padding, settings.get("buckets") or [], support,
-                         batch_sizes)
+    # loaded on the thread that will serve (BackendThread says why)
+    thread = BackendThread()
     try:
+        start = time.perf_counter()
+        thread.call(backend.load, artifacts)
+        thread.call(backend.synchronize)
+        load_s = time.perf_counter() - start
+        result.details = backend.details()
+        support = backend.loaded_shape_support()
+        reason = unavailable_reason(padding, support, spec.kind, int(settings["seq_len"]))
+        if reason:
+            result.status, result.reason = "unavailable", reason
+            return
+        batch_sizes = list(settings["batch_sizes"])
+        rows = max_rows(int(settings["max_batch"]), support, batch_sizes)
+        result.batch_size = rows
+        runner = ModelRunner(backend, traffic, padding, settings.get("buckets") or [],
+                             support, batch_sizes, thread)
         start = time.perf_counter()
         expected = runner.warmup(rows, int(settings.get("warmup_iterations", 1)))
         result.cold_start = {"load_s": load_s, "warmup_s": time.perf_counter() - start,
@@ -186,7 +188,7 @@ def _serve(result: Result, settings: Mapping[str, Any], paths: ServePaths) -> No
                 serving = _single_or_offline(lg, runner, settings, paths.log_dir, rows,
                                              expected, traffic.count)
     finally:
-        runner.close()
+        thread.close()
     if runner.error is not None:
         raise runner.error
     serving.update(traffic={"origin": traffic.origin, "requests": traffic.count,

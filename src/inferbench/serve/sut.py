@@ -28,20 +28,45 @@ from inferbench.serve.traffic import Traffic, padded_length, padded_rows
 LOG_PREFIX = ":::MLLOG"
 
 
-class ModelRunner:
-    """Runs batches of requests on a backend with one padding strategy.
+class BackendThread:
+    """One thread for every call into a backend, whichever thread asks: loading,
+    warm-up and serving alike.
 
-    Every backend call, warm-up included, runs on one thread of the runner's own,
-    whichever thread asks (LoadGen's issuing thread, the Offline thread, the batch
-    worker): ONNX Runtime's CUDA provider keeps its cuBLAS handles and its captured
-    CUDA graph per thread, and torch's CUDA-graph trees are per thread too, so a warm-up
-    on another thread leaves the serving thread cold (on an H100 the first queries of a
-    Server trial took 80-100 ms while ONNX Runtime captured again). A server's
-    inference thread works the same way.
+    ONNX Runtime's CUDA provider keeps its cuBLAS handles and its captured CUDA graph
+    per thread, and torch's CUDA-graph trees are per thread too, so a warm-up on another
+    thread leaves the serving thread cold (on an H100 the first queries of a Server
+    trial took 80-100 ms while ONNX Runtime captured again). On a CPU, each thread that
+    runs torch's parallel ops gets an OpenMP team of its own: a model loaded on one
+    thread and run on another kept two teams on two cores, and a small eager model ran
+    2.5x slower than on one thread. A server's inference thread works the same way.
     """
 
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1,
+                                            thread_name_prefix="inferbench-backend")
+        self._thread: threading.Thread | None = None
+
+    def call(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` on the backend thread; its result or its exception."""
+        if threading.current_thread() is self._thread:
+            return call(*args)
+        return self._executor.submit(self._enter, call, *args).result()
+
+    def _enter(self, call: Callable[..., Any], *args: Any) -> Any:
+        self._thread = threading.current_thread()
+        return call(*args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class ModelRunner:
+    """Runs batches of requests on a backend with one padding strategy, every backend
+    call on one ``BackendThread`` (the one that loaded the backend, where given)."""
+
     def __init__(self, backend: Any, traffic: Traffic, padding: str, buckets: Sequence[int],
-                 support: ShapeSupport, batch_sizes: Sequence[int]) -> None:
+                 support: ShapeSupport, batch_sizes: Sequence[int],
+                 thread: BackendThread | None = None) -> None:
         self.backend = backend
         self.traffic = traffic
         self.padding = padding
@@ -55,22 +80,14 @@ class ModelRunner:
         self.padded_tokens = 0
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1,
-                                            thread_name_prefix="inferbench-backend")
-        self._backend_thread: threading.Thread | None = None
+        self.thread = thread or BackendThread()
 
     def on_backend_thread(self, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)`` on the runner's backend thread; its result or its exception."""
-        if threading.current_thread() is self._backend_thread:
-            return call(*args)
-        return self._executor.submit(self._enter, call, *args).result()
-
-    def _enter(self, call: Callable[..., Any], *args: Any) -> Any:
-        self._backend_thread = threading.current_thread()
-        return call(*args)
+        return self.thread.call(call, *args)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.thread.close()
 
     def _infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         backend = self.backend
