@@ -55,8 +55,10 @@ lint: setup-dev
 test-fast: setup-dev
 	$(BIN)/python -m pytest -q -m "not workflow"
 
+# Not -q: the header names the CPU (tests/conftest.py), and -rxX lists expected failures
+# with their reasons.
 test: setup-dev lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -rxX
 
 # Two-target sweep on a real single-node SLURM cluster: needs root and apt, installs
 # slurm-wlm, slurmdbd, mariadb-server and munge (~4 min; docs/cluster.md). `make test`

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import pytest
 from helpers import run_snakemake, tiny_config_dict, write_config  # noqa: F401  (re-exported)
+
+
+def pytest_report_header() -> str:
+    """The CPU the tests ran on: OpenVINO, oneDNN and Inductor take other code paths per
+    instruction set, so a failure elsewhere starts with which one it was."""
+    from inferbench import isa
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), platform.processor())
+    return f"cpu: {model}, {os.cpu_count()} cores; {isa.detect().describe()}"
 
 
 @pytest.fixture(scope="session")

@@ -386,18 +386,31 @@ def _specs(frontier: dict[str, Any]) -> list[BackendSpec]:
 
 def _build_for(frontier: dict[str, Any], name: str, onnx: Path | None, batch: int
                ) -> Path | None:
-    from inferbench.prepare.engines import build_engine
-
+    """The engine build through the workflow's own command: a worker process of its own,
+    so a native crash in a quantizer leaves an error manifest as it does in a real run
+    (and this test process keeps none of the runtimes' state from the earlier builds)."""
     config = frontier["config"]
     spec = next(s for s in _specs(frontier) if s.name == name)
     if "build" not in registry.get(spec.kind).needs:
         return None
     manifest = Path(frontier["work"]) / "engines" / name / "build.json"
-    settings = build_settings(config, name)
-    calibration = frontier["calibration"] if registry.get(spec.kind).calibrated(spec) else None
-    build_engine(settings, [batch], frontier["root"] / "hf", frontier["root"] / "card.json", onnx,
-                 manifest, calibration=calibration)
+    command = [sys.executable, "-m", "inferbench", "build",
+               "--settings", json.dumps(build_settings(config, name)),
+               "--batch-sizes", json.dumps([batch]), "--model-dir", str(frontier["root"] / "hf"),
+               "--card", str(frontier["root"] / "card.json"), "--out", str(manifest)]
+    if onnx is not None:
+        command += ["--onnx", str(onnx)]
+    if registry.get(spec.kind).calibrated(spec):
+        command += ["--calibration", str(frontier["calibration"])]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
     return manifest
+
+
+def _build_crashed(result: dict[str, Any]) -> bool:
+    """A row whose build worker died: the runtime's native code crashed, and the row
+    says so (checked by the caller)."""
+    return result["status"] == "error" and "build worker died" in str(result.get("reason"))
 
 
 def _run(frontier: dict[str, Any], name: str, tmp_path: Path, batch: int = 2
@@ -419,6 +432,11 @@ def test_frontier_backend_is_ok_within_parity_or_says_why(name: str, frontier: d
     if spec.kind == "openvino":
         pytest.importorskip("openvino")
     result = _run(frontier, name, tmp_path)
+    if _build_crashed(result):
+        # Seen once in CI (NNCF's statistics pass, SIGSEGV, a CPU other than ours): the
+        # row is the workflow's honest answer; xfail names the machine in the test log.
+        assert "signal SIG" in result["reason"], result["reason"]
+        pytest.xfail(f"{name}: {result['reason'][:200]} on {isa.detect().names}")
     needs_bf16 = spec.precision == "bf16"
     if needs_bf16 and not isa.detect().bf16:
         assert result["status"] == "unavailable" and "AVX512_BF16" in result["reason"]
