@@ -105,19 +105,8 @@ case $step in
       # only these backends' serving jobs (every scenario and padding of
       # config/serving-gpu.yaml); the table is then built where the results land
       # shellcheck disable=SC2086
-      targets=$(python3 - "$RESULTS" "$GPU_CONFIG" $SERVE_ONLY <<'PY'
-import sys
-import yaml
-results, config, backends = sys.argv[1], sys.argv[2], sys.argv[3:]
-gpu = yaml.safe_load(open(config))
-scenarios = yaml.safe_load(open("config/serving-gpu.yaml"))["scenarios"]
-for backend in backends:
-    for scenario in scenarios["run"]:
-        for padding in scenarios["padding"]:
-            print(f"{results}/serve/{gpu['target']}/{gpu['model']['name']}/{backend}/"
-                  f"{scenario}-{padding}.json")
-PY
-) || exit 2
+      targets=$(python3 -m inferbench serve-targets --config "$GPU_CONFIG" \
+        --config config/serving-gpu.yaml --results-dir "$RESULTS" $SERVE_ONLY) || exit 2
     fi
     # shellcheck disable=SC2086
     OVERLAY=config/serving-gpu.yaml smk "$RESULTS" -- $targets ;;

@@ -54,3 +54,19 @@ def test_bad_configs_name_the_key(mutate, expected: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         validate_config(config)
     assert expected in str(info.value)
+
+
+def test_later_config_files_update_earlier_ones_key_by_key(tmp_path) -> None:
+    # as `snakemake --configfile base.yaml overlay.yaml`: mappings merge, lists replace
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("measurement: {repeats: 5}\nbatch_sizes: [1, 16]\n")
+    base = load_config(REPO / "config" / "config.yaml")
+    merged = load_config(REPO / "config" / "config.yaml", overlay)
+    assert merged["measurement"]["repeats"] == 5
+    assert merged["batch_sizes"] == [1, 16]
+    others = {k: v for k, v in merged["measurement"].items() if k != "repeats"}
+    assert others == {k: v for k, v in base["measurement"].items() if k != "repeats"}
+    assert merged["backends"] == base["backends"]
+    overlay.write_text("measurement: {repeats: zero}\n")
+    with pytest.raises(ConfigError, match="repeats"):
+        load_config(REPO / "config" / "config.yaml", overlay)

@@ -628,6 +628,27 @@ def test_bench_targets_cli(tmp_path: Path) -> None:
                                   "/r/bench/h100/distilbert-sst2/torchao-fp8-row/bs16.json"]
 
 
+def test_serve_targets_cli_reads_the_overlay_and_names_each_scenario_and_padding() -> None:
+    def serve_targets(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "inferbench", "serve-targets",
+                               "--config", str(REPO / "config" / "gpu.yaml"), *args],
+                              capture_output=True, text=True, check=False,
+                              env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+
+    overlay = str(REPO / "config" / "serving-gpu.yaml")
+    out = serve_targets("--config", overlay, "--results-dir", "/r", "ort-cuda-fp16-graph")
+    assert out.returncode == 0, out.stderr
+    folder = "/r/serve/h100/distilbert-sst2/ort-cuda-fp16-graph"
+    assert out.stdout.split() == [f"{folder}/{scenario}-{padding}.json"
+                                  for scenario in ("SingleStream", "Offline", "Server")
+                                  for padding in ("pad_max", "buckets")]
+    # a backend the overlay does not serve, and a config that serves nothing
+    out = serve_targets("--config", overlay, "torchao-fp8-row")
+    assert out.returncode == 2 and "torch-eager-cuda-fp16, torch-cuda-graph-fp16" in out.stderr
+    out = serve_targets("ort-cuda-fp16-graph")
+    assert out.returncode == 2 and "scenarios.run is empty" in out.stderr
+
+
 # -- AOTInductor -----------------------------------------------------------------------------
 def test_aoti_single_threaded_runner_follows_cuda_graph() -> None:
     from inferbench.backends.torch_aoti import AotiOptions, load_package

@@ -294,23 +294,50 @@ def cmd_backends(_: argparse.Namespace) -> None:
               f"precisions={','.join(sorted(cls.precisions))}")
 
 
+def _refuse_unknown(args: argparse.Namespace, known: list[str]) -> None:
+    """Exit 2 naming the choices if a backend asked for is not one of ``known``."""
+    unknown = sorted(set(args.backends) - set(known))
+    if unknown:
+        print(f"unknown backend(s) {unknown}; in {' + '.join(args.config)}: {', '.join(known)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 def cmd_bench_targets(args: argparse.Namespace) -> None:
     """Result paths of some backends' benchmark jobs, one a line: Snakemake targets
     for running part of a sweep (scripts/device_session.sh ONLY=...)."""
     from inferbench.config import backend_batch_sizes, load_config, target_names
 
-    config = load_config(args.config)
-    known = [entry["name"] for entry in config["backends"]]
-    unknown = sorted(set(args.backends) - set(known))
-    if unknown:
-        print(f"unknown backend(s) {unknown}; in {args.config}: {', '.join(known)}",
-              file=sys.stderr)
-        raise SystemExit(2)
+    config = load_config(*args.config)
+    _refuse_unknown(args, [entry["name"] for entry in config["backends"]])
     results = args.results_dir or config["results_dir"]
     for target in target_names(config):
         for name in args.backends:
             for batch in backend_batch_sizes(config, name):
                 print(f"{results}/bench/{target}/{config['model']['name']}/{name}/bs{batch}.json")
+
+
+def cmd_serve_targets(args: argparse.Namespace) -> None:
+    """Result paths of some backends' serving jobs (every scenario and padding the
+    config runs), one a line (scripts/device_session.sh SERVE_ONLY=...)."""
+    from inferbench.config import load_config, target_names
+    from inferbench.serve import settings as serve_settings
+
+    config = load_config(*args.config)
+    if not serve_settings.enabled(config):
+        print(f"{' + '.join(args.config)}: no serving scenario to run (scenarios.run is empty)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    _refuse_unknown(args, serve_settings.served_backends(config))
+    results = args.results_dir or config["results_dir"]
+    for target in target_names(config):
+        for name in args.backends:
+            for scenario in config["scenarios"]["run"]:
+                for padding in config["scenarios"]["padding"]:
+                    path = serve_settings.RESULT.format(
+                        target=target, model=config["model"]["name"], backend=name,
+                        scenario=scenario, padding=padding)
+                    print(f"{results}/{path}.json")
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -604,11 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("bench-targets", help="result paths of some backends' jobs")
-    p.add_argument("--config", required=True)
-    p.add_argument("--results-dir", default="")
-    p.add_argument("backends", nargs="+")
-    p.set_defaults(func=cmd_bench_targets)
+    for name, func, what in (("bench-targets", cmd_bench_targets, "benchmark"),
+                             ("serve-targets", cmd_serve_targets, "serving")):
+        p = sub.add_parser(name, help=f"result paths of some backends' {what} jobs")
+        p.add_argument("--config", required=True, action="append",
+                       help="a config file; a later --config updates the earlier ones")
+        p.add_argument("--results-dir", default="")
+        p.add_argument("backends", nargs="+")
+        p.set_defaults(func=func)
     add_report_commands(sub)
     add_compare_commands(sub)
     from inferbench.serve.cli import add_serve_commands

@@ -309,15 +309,28 @@ def read_config_file(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Validate one config file on its own, as the workflow reads a --configfile."""
-    raw = read_config_file(path)
-    if raw is not None and not isinstance(raw, Mapping):
-        try:
-            validate_config(raw)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    return validate_config({} if raw is None else raw)
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """Validate config files as the workflow reads ``--configfile A B``: each later file
+    updates the earlier ones, mappings key by key and anything else whole (Snakemake's
+    merge), and the result is validated once."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        raw = read_config_file(path)
+        if raw is not None and not isinstance(raw, Mapping):
+            try:
+                validate_config(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        _update_config(merged, raw or {})
+    return validate_config(merged)
+
+
+def _update_config(config: dict[str, Any], overwrite: Mapping[str, Any]) -> None:
+    for key, value in overwrite.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            _update_config(config[key], value)
+        else:
+            config[key] = copy.deepcopy(value)
 
 
 # Fields every transformers config takes besides its model's own.

@@ -6,7 +6,7 @@ from inferbench.serve import tokenizer as ib_tokenizer  # noqa: E402  (light: no
 SERVE_PACKAGE = PACKAGE / "serve"
 SERVE_TRAFFIC = f"{RESULTS}/traffic/{MODEL}/seq{config['seq_len']}.npz"
 SERVE_REFERENCE = f"{RESULTS}/reference/{MODEL}/traffic_seq{config['seq_len']}.npz"
-SERVE_RESULT = f"{RESULTS}/serve/{{target}}/{{model}}/{{backend}}/{{scenario}}-{{padding}}"
+SERVE_RESULT = f"{RESULTS}/{ib_serve.RESULT}"
 SERVE_TEXT = ib_serve.traffic_file(config) if ib_serve.enabled(config) else None
 SERVE_TRAFFIC_SETTINGS = json.dumps(ib_serve.traffic_settings(config), sort_keys=True)
 # scenarios.traffic.tokenizer (package:<name> or a folder), saved by rule traffic_tokenizer

@@ -14,6 +14,9 @@ from inferbench.spec import ConfigError
 
 SCENARIOS = ("SingleStream", "Offline", "Server")
 PADDINGS = ("pad_max", "dynamic", "buckets")
+# One serving job's outputs under the results folder: <this>.json, and LoadGen's logs in
+# <this>.loadgen/.
+RESULT = "serve/{target}/{model}/{backend}/{scenario}-{padding}"
 
 
 def enabled(config: Mapping[str, Any]) -> bool:
