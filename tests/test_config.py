@@ -70,3 +70,37 @@ def test_later_config_files_update_earlier_ones_key_by_key(tmp_path) -> None:
     overlay.write_text("measurement: {repeats: zero}\n")
     with pytest.raises(ConfigError, match="repeats"):
         load_config(REPO / "config" / "config.yaml", overlay)
+
+
+def _backends(*entries: tuple[str, str, str]) -> dict:
+    config = tiny_config_dict()
+    config.pop("report", None)
+    config["backends"] = [{"name": name, "kind": kind, "precision": precision}
+                          for name, kind, precision in entries]
+    return config
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    # a config of one's own that named its eager backend otherwise
+    ((("ov", "openvino", "fp32"), ("eager", "torch-eager", "fp32")), "eager"),
+    # no eager PyTorch: the first FP32 backend
+    ((("q", "ort", "int8"), ("ort", "ort", "fp32"), ("ov", "openvino", "fp32")), "ort"),
+    # nothing in FP32: no speedups
+    ((("q", "ort", "int8"),), None),
+])
+def test_left_out_baseline_is_this_configs_own_fp32_backend(entries: tuple,
+                                                            expected: str | None) -> None:
+    config = validate_config(_backends(*entries))
+    assert config["report"]["baseline"] == expected
+    assert validate_config(config)["report"]["baseline"] == expected  # validated again
+
+
+def test_a_baseline_the_user_names_must_be_a_backend() -> None:
+    config = _backends(("eager", "torch-eager", "fp32"), ("ort", "ort", "fp32"))
+    config["report"] = {"baseline": "torch-eagr"}
+    with pytest.raises(ConfigError, match=r"'report.baseline': 'torch-eagr' .* eager, ort"):
+        validate_config(config)
+    config["report"] = {"baseline": None}
+    assert validate_config(config)["report"]["baseline"] is None
+    config["report"] = {"baseline": "ort"}
+    assert validate_config(config)["report"]["baseline"] == "ort"

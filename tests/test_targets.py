@@ -149,6 +149,13 @@ def test_flag_is_shown_in_the_table_and_the_header() -> None:
     assert "fingerprint contradicts the target" in text and "h100" in text
 
 
+def test_the_header_names_the_baseline_or_says_there_are_no_speedups() -> None:
+    frame = to_frame(as_results([result("local", "eager", EPYC, None)]))
+    assert "relative to `eager`" in header({"card": {}, "baseline": "eager"}, frame)
+    text = header({"card": {}, "baseline": None}, frame)
+    assert "No speedups" in text and "relative to" not in text
+
+
 # --- the workflow ------------------------------------------------------------------
 
 def dry_run_jobs(stdout: str) -> list[dict[str, str]]:

@@ -180,9 +180,30 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors))
+    chose_baseline = "baseline" in (config.get("report") or {})
     _fill_defaults(config, schema)
     _check_semantics(config)
+    _resolve_baseline(config, chose_baseline)
     return config
+
+
+def _resolve_baseline(config: dict[str, Any], chosen: bool) -> None:
+    """``report.baseline`` names a backend of this config, or is null (no speedups).
+    A name set by the user must be one; left out, the schema's default names the
+    default config's eager backend, so a config of one's own compares with its own FP32
+    eager PyTorch backend, else its first FP32 backend, whatever it called them."""
+    backends = config["backends"]
+    names = [entry["name"] for entry in backends]
+    report = config["report"]
+    if report["baseline"] is None or report["baseline"] in names:
+        return
+    if chosen:
+        raise ConfigError(
+            f"config key 'report.baseline': {report['baseline']!r} is not a backend of this "
+            f"config; allowed: {', '.join(names)}, or null for no speedups")
+    fp32 = [entry for entry in backends if entry["precision"] == "fp32"]
+    eager = [entry for entry in fp32 if entry["kind"] == "torch-eager"]
+    report["baseline"] = (eager or fp32)[0]["name"] if fp32 else None
 
 
 def _check_semantics(config: dict[str, Any]) -> None:
@@ -254,8 +275,6 @@ def _check_semantics(config: dict[str, Any]) -> None:
     for precision, tolerances in (config.get("parity") or {}).items():
         parity[precision] = {**DEFAULT_PARITY.get(precision, {}), **tolerances}
     config["parity"] = parity
-    baseline = config.get("report", {}).get("baseline")
-    config.setdefault("report", {})["baseline"] = baseline if baseline in seen else None
     _check_targets(config)
     baseline_run = (config.get("compare") or {}).get("baseline")
     if baseline_run is not None and not Path(baseline_run).is_dir():

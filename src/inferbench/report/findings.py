@@ -393,8 +393,9 @@ def render(findings: Sequence[Finding], context: Mapping[str, Any],
         "",
         f"Derived by inferbench from {len(results)} result rows ({ok} measured) on "
         f"target(s) {', '.join(f'`{t}`' for t in targets) or 'none'}. Latency is the p50 "
-        "of end-to-end time per batch; intervals are 95% percentile-bootstrap intervals "
-        f"({context.get('resamples') or 2000} resamples of the raw per-iteration samples). "
+        "of end-to-end time per batch; intervals are 95% hierarchical bootstrap intervals "
+        f"({context.get('resamples') or 2000} resamples: a row's launches, then the samples "
+        "within each launch). "
         "Ratios are p50(reference) / p50(candidate): above 1× the candidate is faster. A "
         "difference is only stated when its interval excludes 1× (0 for the overhead); "
         "otherwise it is reported as within noise.",

@@ -261,6 +261,15 @@ def recommendations(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[
     return lines
 
 
+def _speedup_text(context: Mapping[str, Any]) -> str:
+    baseline = context.get("baseline")
+    if not baseline:
+        return ("No speedups: the config has no FP32 backend to compare with "
+                "(`report.baseline`).")
+    return (f"Speedup is latency p50 relative to `{baseline}` on the same target and batch "
+            "(on a target without it: the FP32 row of its kind on the same device).")
+
+
 def header(context: Mapping[str, Any], frame: pd.DataFrame,
            records: list[dict[str, Any]] | None = None) -> str:
     card = context.get("card") or {}
@@ -280,9 +289,7 @@ def header(context: Mapping[str, Any], frame: pd.DataFrame,
         "processes (`launches`); intervals are 95% hierarchical bootstrap intervals "
         "(launches, then samples), and `±%` is the half-width of the primary view's p50 "
         "interval (gpu_compute on GPU rows, latency elsewhere): above "
-        "`measurement.noisy_rel_ci` the row is flagged noisy. "
-        f"Speedup is latency p50 relative to `{context.get('baseline')}` on the same target "
-        "and batch (on a target without it: the FP32 row of its kind on the same device).",
+        "`measurement.noisy_rel_ci` the row is flagged noisy. " + _speedup_text(context),
         "",
     ]
     targets = []
