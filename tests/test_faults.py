@@ -107,9 +107,10 @@ def run_all(commands: list[list[str]], timeout: float = 180) -> list[subprocess.
     return done
 
 
-def start_killable(command: list[str]) -> subprocess.Popen:
+def start_killable(command: list[str], stderr: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(command, env=fault_backend.plugin_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL,
+                            stderr=stderr.open("w") if stderr else subprocess.DEVNULL)
 
 
 def kill_group(proc: subprocess.Popen, sig: signal.Signals) -> int:
@@ -432,12 +433,18 @@ def test_benchmark_killed_midway_leaves_no_row_and_reruns(tiny_model: dict,
         marker.touch()
         command = bench_command(tiny_model, tmp_path / name / "bs2.json",
                                 {"mode": "hang", "marker": str(marker)})
-        jobs[name] = (marker, command, start_killable(command))
+        jobs[name] = (marker, command,
+                      start_killable(command, stderr=tmp_path / f"{name}.stderr"))
     for name, (marker, _, proc) in jobs.items():
         wait_for(Path(f"{marker}.started"), proc)  # the worker is mid-job
         assert kill_group(proc, KILLS[name]) != 0
         assert visible_files(tmp_path / name) == []  # nothing that looks like a result
         marker.unlink()
+    # Ctrl-C: the job and its worker each say so in a line, with no traceback
+    said = (tmp_path / "sigint.stderr").read_text()
+    assert jobs["sigint"][2].returncode == 130, said
+    assert said.count("interrupted; nothing written, the job reruns") == 2, said
+    assert "Traceback" not in said, said
     # the next run of the same job redoes it; nothing stale is in the way
     (rerun,) = run_all([jobs["sigkill"][1]])
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -694,6 +694,13 @@ def main(argv: list[str] | None = None, exit_when_done: bool = False) -> None:
     except _user_errors() as exc:
         print(f"inferbench {command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every process of the job: one line each, not a traceback of
+        # wherever the runtime happened to be. Outputs are written atomically, so an
+        # interrupted job left none, and the next run redoes it.
+        print(f"inferbench {command}: interrupted; nothing written, the job reruns",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     if exit_when_done and command in EXIT_AT_ONCE:
         _exit_at_once()
 
