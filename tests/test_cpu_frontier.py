@@ -384,44 +384,53 @@ def _specs(frontier: dict[str, Any]) -> list[BackendSpec]:
     return list(backend_specs(frontier["config"]))
 
 
+def _inferbench(*args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "inferbench", *args], check=True, env=env,
+                   capture_output=True, text=True)
+
+
 def _build_for(frontier: dict[str, Any], name: str, onnx: Path | None, batch: int
                ) -> Path | None:
-    """The engine build through the workflow's own command: a worker process of its own,
-    so a native crash in a quantizer leaves an error manifest as it does in a real run
-    (and this test process keeps none of the runtimes' state from the earlier builds)."""
     config = frontier["config"]
     spec = next(s for s in _specs(frontier) if s.name == name)
     if "build" not in registry.get(spec.kind).needs:
         return None
     manifest = Path(frontier["work"]) / "engines" / name / "build.json"
-    command = [sys.executable, "-m", "inferbench", "build",
-               "--settings", json.dumps(build_settings(config, name)),
-               "--batch-sizes", json.dumps([batch]), "--model-dir", str(frontier["root"] / "hf"),
-               "--card", str(frontier["root"] / "card.json"), "--out", str(manifest)]
-    if onnx is not None:
-        command += ["--onnx", str(onnx)]
-    if registry.get(spec.kind).calibrated(spec):
-        command += ["--calibration", str(frontier["calibration"])]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    optional = [*(["--onnx", str(onnx)] if onnx else []),
+                *(["--calibration", str(frontier["calibration"])]
+                  if registry.get(spec.kind).calibrated(spec) else [])]
+    _inferbench("build", "--settings", json.dumps(build_settings(config, name)),
+                "--batch-sizes", json.dumps([batch]),
+                "--model-dir", str(frontier["root"] / "hf"),
+                "--card", str(frontier["root"] / "card.json"), "--out", str(manifest), *optional)
     return manifest
-
-
-def _build_crashed(result: dict[str, Any]) -> bool:
-    """A row whose build worker died: the runtime's native code crashed, and the row
-    says so (checked by the caller)."""
-    return result["status"] == "error" and "build worker died" in str(result.get("reason"))
 
 
 def _run(frontier: dict[str, Any], name: str, tmp_path: Path, batch: int = 2
          ) -> dict[str, Any]:
+    """The engine build and the benchmark job through the workflow's own commands: each
+    build and each launch is a process of its own, as in a real run, so a native crash
+    in a quantizer or runtime leaves the error row a real run leaves (CI once saw
+    NNCF's statistics pass die with SIGSEGV, on a CPU other than ours, and take the
+    whole test session with it when it ran here in-process)."""
     root = frontier["root"]
     onnx = _onnx_for(frontier, name)
     build = _build_for(frontier, name, onnx, batch)
-    paths = JobPaths(model_dir=root / "hf", card=root / "card.json", inputs=root / "inputs.npz",
-                     reference=root / "reference.npz", onnx=onnx, build_manifest=build)
-    return run_job(job_settings(frontier["config"], name), batch, paths, "tiny", "local",
-                   tmp_path / f"{name}.json")
+    out = tmp_path / f"{name}.json"
+    optional = [*(["--onnx", str(onnx)] if onnx else []),
+                *(["--build", str(build)] if build else [])]
+    _inferbench("bench", "--settings", json.dumps(job_settings(frontier["config"], name)),
+                "--model-dir", str(root / "hf"), "--card", str(root / "card.json"),
+                "--inputs", str(root / "inputs.npz"), "--reference", str(root / "reference.npz"),
+                "--batch", str(batch), "--model", "tiny", "--target", "local", "--out", str(out),
+                *optional)
+    return json.loads(out.read_text())
+
+
+def _crashed(result: dict[str, Any]) -> bool:
+    """A row whose build or launch process died: the runtime's native code crashed."""
+    return result["status"] == "error" and " died (signal SIG" in str(result.get("reason"))
 
 
 @pytest.mark.parametrize("name", [b["name"] for b in FRONTIER_BACKENDS])
@@ -432,11 +441,10 @@ def test_frontier_backend_is_ok_within_parity_or_says_why(name: str, frontier: d
     if spec.kind == "openvino":
         pytest.importorskip("openvino")
     result = _run(frontier, name, tmp_path)
-    if _build_crashed(result):
-        # Seen once in CI (NNCF's statistics pass, SIGSEGV, a CPU other than ours): the
-        # row is the workflow's honest answer; xfail names the machine in the test log.
-        assert "signal SIG" in result["reason"], result["reason"]
-        pytest.xfail(f"{name}: {result['reason'][:200]} on {isa.detect().names}")
+    if _crashed(result):
+        # the workflow's honest answer to a crash in the runtime's native code; xfail
+        # names the row and the CPU in the test log
+        pytest.xfail(f"{name}: {result['reason'][:200]} on {isa.detect().describe()}")
     needs_bf16 = spec.precision == "bf16"
     if needs_bf16 and not isa.detect().bf16:
         assert result["status"] == "unavailable" and "AVX512_BF16" in result["reason"]
