@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -330,14 +331,12 @@ def cmd_serve_targets(args: argparse.Namespace) -> None:
         raise SystemExit(2)
     _refuse_unknown(args, serve_settings.served_backends(config))
     results = args.results_dir or config["results_dir"]
-    for target in target_names(config):
-        for name in args.backends:
-            for scenario in config["scenarios"]["run"]:
-                for padding in config["scenarios"]["padding"]:
-                    path = serve_settings.RESULT.format(
-                        target=target, model=config["model"]["name"], backend=name,
-                        scenario=scenario, padding=padding)
-                    print(f"{results}/{path}.json")
+    scenarios = config["scenarios"]
+    for target, name, scenario, padding in itertools.product(
+            target_names(config), args.backends, scenarios["run"], scenarios["padding"]):
+        path = serve_settings.RESULT.format(target=target, model=config["model"]["name"],
+                                            backend=name, scenario=scenario, padding=padding)
+        print(f"{results}/{path}.json")
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:

@@ -264,8 +264,8 @@ def recommendations(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[
 def _speedup_text(context: Mapping[str, Any]) -> str:
     baseline = context.get("baseline")
     if not baseline:
-        return ("No speedups: the config has no FP32 backend to compare with "
-                "(`report.baseline`).")
+        return ("No speedups: no baseline backend (`report.baseline` is null, or the config "
+                "has no FP32 backend).")
     return (f"Speedup is latency p50 relative to `{baseline}` on the same target and batch "
             "(on a target without it: the FP32 row of its kind on the same device).")
 
