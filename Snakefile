@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/report_common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/onnx.smk"
 include: "workflow/rules/calibration.smk"
