@@ -1,4 +1,4 @@
-"""Bad input, faults and interruptions (issue 7), in-process and through the CLI.
+"""Bad input, faults and interruptions, in-process and through the CLI.
 
 The real workflow's side of the matrix (dry runs, a faulty sweep under --cores 4,
 Ctrl-C and rerun) is in test_faults_workflow.py; docs/faults.md maps every case to

@@ -1,4 +1,4 @@
-"""Bad input, faults and interruptions (issue 7) through the real Snakemake workflow.
+"""Bad input, faults and interruptions through the real Snakemake workflow.
 
 One sweep of test-only fault backends (tests/fault_backend.py, no runtime imported,
 so a job takes a second or two) carries most cases: it runs under --cores 4 without

@@ -1,4 +1,4 @@
-"""What a new user with their own model and config runs into (issue 11), in-process.
+"""What a new user with their own model and config runs into, in-process.
 
 Tiny local models saved with save_pretrained (random weights, no hub), configs with
 mistakes, failures while preparing inputs and the reference, out-of-memory messages,
@@ -94,6 +94,21 @@ def test_check_config_reads_the_file_on_its_own(tmp_path: Path, capsys) -> None:
         main(["check-config", str(path)])
     assert info.value.code == 2
     assert "'backends' is a required property" in capsys.readouterr().err
+
+
+def test_check_config_notes_a_model_folder_that_is_not_there(tmp_path: Path, capsys) -> None:
+    config = tiny_config_dict()
+    config["model"] = {"source": "local", "path": str(tmp_path / "my-bert"),
+                       "task": "sequence-classification"}
+    path = tmp_path / "mine.yaml"
+    path.write_text(json.dumps(config))
+    main(["check-config", str(path)])  # valid: the folder may exist where the job runs
+    said = capsys.readouterr()
+    assert said.out.strip() == f"{path}: valid"
+    assert f"model.path '{tmp_path / 'my-bert'}' is not a folder here" in said.err
+    (tmp_path / "my-bert").mkdir()
+    main(["check-config", str(path)])
+    assert capsys.readouterr().err == ""
 
 
 # -- 2. a real tokenizer, or synthetic ids with the reason ---------------------------------

@@ -1,4 +1,4 @@
-"""What a new user runs into (issue 11), through the real Snakemake workflow.
+"""What a new user runs into through the real Snakemake workflow.
 
 A --configfile that must stand on its own, a run killed with SIGKILL, a corrupted
 ONNX file and its rebuild hint pasted as printed, and the GPU config's

@@ -343,15 +343,21 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     from inferbench.config import ConfigError, load_config
 
     try:
-        load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{args.config}: valid")
+    model = config["model"]
+    # Not a config error: the folder need only exist where the prepare_model job runs
+    # (Snakemake's --directory, a cluster node), which need not be here.
+    if model["source"] == "local" and not Path(model["path"]).is_dir():
+        print(f"note: model.path {model['path']!r} is not a folder here ({Path.cwd()}); "
+              "the prepare_model job fails unless it is one where that job runs",
+              file=sys.stderr)
 
 
 # -- report stage: accuracy, plots, findings, environment, HTML views ----------------
-# (issue 6; kept together so the benchmark commands above stay as they are)
 
 def cmd_accuracy(args: argparse.Namespace) -> None:
     settings = json.loads(args.settings)

@@ -401,7 +401,7 @@ def aggregate(result_paths: list[Path], context: Mapping[str, Any], csv_path: Pa
     return frame
 
 
-# -- accuracy and cost columns (issue 6) -----------------------------------------------
+# -- accuracy and cost columns ---------------------------------------------------------
 
 def add_report_columns(frame: pd.DataFrame, context: Mapping[str, Any],
                        accuracy: list[dict[str, Any]]) -> pd.DataFrame:
