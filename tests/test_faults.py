@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -487,6 +488,15 @@ def test_export_killed_midway_leaves_no_onnx(tiny_model: dict, tmp_path: Path) -
 
 
 # -- 6. corrupted artifacts ---------------------------------------------------------------
+
+def test_an_atomically_written_result_has_the_mode_of_a_plain_write(tmp_path: Path) -> None:
+    # the temporary file is private (0o600) until it becomes the result
+    plain, atomic = tmp_path / "plain.json", tmp_path / "atomic.json"
+    plain.write_text("{}")
+    atomic_write_json(atomic, {})
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.json", "plain.json"]
+
 
 def test_truncated_onnx_is_refused_not_benchmarked(tiny_model: dict, tmp_path: Path) -> None:
     onnx = trivial_onnx(tmp_path / "plain.onnx")

@@ -25,12 +25,25 @@ if TYPE_CHECKING:
 # launch writes only JSON and should not pay numpy's import (about 0.1 s) for it.
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp makes its files 0o600; a result renamed into place keeps the mode a plain
+# write would have given it, so a results folder shared with a group stays readable.
+NEW_FILE_MODE = _new_file_mode()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, NEW_FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
